@@ -1,0 +1,223 @@
+//! The RFC 6749 token endpoint, RFC 7009 revocation and RFC 7662
+//! introspection. Every error here is an RFC 6749 §5.2 body with `code`.
+
+use std::collections::HashMap;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use futures_util::StreamExt;
+
+use super::extract::{app_state, origin, realm};
+use super::{BODY_LIMIT, resource};
+use crate::config::Secret;
+use crate::error::{AppError, AppResult, ErrorCode, Flavor};
+use crate::service::auth::{self, ClientAuthMethod, ClientCredentials, TokenRequest};
+use crate::state::AppState;
+use crate::store::db::tenants::Tenant;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/tenants/{t}/oauth/token").route(web::post().to(token)))
+        .service(resource("/tenants/{t}/oauth/revoke").route(web::post().to(revoke)))
+        .service(resource("/tenants/{t}/oauth/introspect").route(web::post().to(introspect)));
+}
+
+fn invalid_request(detail: &str) -> AppError {
+    AppError::oauth(ErrorCode::InvalidRequest, detail)
+}
+
+/// Reads a form-encoded body (at most [`BODY_LIMIT`] bytes); a parameter
+/// given twice is refused (RFC 6749 §3.2).
+async fn read_form(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> AppResult<HashMap<String, String>> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let mime = content_type.split(';').next().unwrap_or_default().trim();
+    if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return Err(AppError::oauth(
+            ErrorCode::UnsupportedMediaType,
+            "The body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| invalid_request("The body could not be read"))?;
+        if body.len() + chunk.len() > BODY_LIMIT {
+            return Err(AppError::oauth(
+                ErrorCode::PayloadTooLarge,
+                format!("The body is larger than {BODY_LIMIT} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
+        .map_err(|_| invalid_request("The body is not valid form encoding"))?;
+    let mut form = HashMap::new();
+    for (k, v) in pairs {
+        if form.insert(k.clone(), v).is_some() {
+            return Err(invalid_request(&format!("The parameter {k} is repeated")));
+        }
+    }
+    Ok(form)
+}
+
+/// Client credentials from HTTP Basic or the body (never both).
+fn client_credentials(
+    req: &HttpRequest,
+    form: &mut HashMap<String, String>,
+) -> AppResult<ClientCredentials> {
+    let body_id = form.remove("client_id");
+    let body_secret = form.remove("client_secret").map(Secret::new);
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        let method = if body_secret.is_some() {
+            ClientAuthMethod::Post
+        } else {
+            ClientAuthMethod::None
+        };
+        return Ok(ClientCredentials {
+            client_id: body_id,
+            secret: body_secret,
+            method,
+        });
+    };
+    let bad_basic = || {
+        AppError::oauth(
+            ErrorCode::InvalidClient,
+            "The Basic credentials are malformed.",
+        )
+        .with_realm(&realm(req))
+        .basic_challenge()
+    };
+    let value = value.to_str().map_err(|_| bad_basic())?;
+    let (scheme, encoded) = value.split_once(' ').ok_or_else(bad_basic)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(bad_basic());
+    }
+    if body_secret.is_some() {
+        return Err(invalid_request(
+            "Use one client authentication method, not several.",
+        ));
+    }
+    let decoded = STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(bad_basic)?;
+    let (id, secret) = decoded.split_once(':').ok_or_else(bad_basic)?;
+    // RFC 6749 §2.3.1: both parts are form-encoded.
+    let decode = |s: &str| -> Option<String> {
+        serde_urlencoded::from_str::<Vec<(String, String)>>(&format!("v={s}"))
+            .ok()
+            .and_then(|mut v| v.pop())
+            .map(|(_, v)| v)
+    };
+    let id = decode(id).ok_or_else(bad_basic)?;
+    let secret = decode(secret).ok_or_else(bad_basic)?;
+    if body_id.as_ref().is_some_and(|b| b != &id) {
+        return Err(invalid_request(
+            "client_id differs from the Basic credentials.",
+        ));
+    }
+    Ok(ClientCredentials {
+        client_id: Some(id),
+        secret: Some(Secret::new(secret)),
+        method: ClientAuthMethod::Basic,
+    })
+}
+
+async fn oauth_tenant(state: &AppState, slug: &str) -> AppResult<std::sync::Arc<Tenant>> {
+    state.tenant(slug).await.map_err(|e| match e {
+        crate::store::StoreError::NotFound(_) => AppError::not_found("The tenant"),
+        other => other.into(),
+    })
+}
+
+fn no_store(mut res: HttpResponse) -> HttpResponse {
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("no-store"),
+    );
+    res.headers_mut()
+        .insert(header::PRAGMA, header::HeaderValue::from_static("no-cache"));
+    res
+}
+
+/// Runs an OAuth handler body: errors become RFC 6749 bodies in the path's realm.
+async fn oauth_endpoint<F>(req: &HttpRequest, body: F) -> Result<HttpResponse, AppError>
+where
+    F: Future<Output = AppResult<HttpResponse>>,
+{
+    let realm = realm(req);
+    body.await
+        .map(no_store)
+        .map_err(|e| e.in_flavor(Flavor::OAuth).with_realm(&realm))
+}
+
+/// POST /tenants/{t}/oauth/token
+async fn token(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, AppError> {
+    oauth_endpoint(&req, async {
+        let state = app_state(&req)?;
+        let tenant = oauth_tenant(&state, &realm(&req)).await?;
+        let mut form = read_form(&req, payload).await?;
+        let creds = client_credentials(&req, &mut form)?;
+        let request = TokenRequest {
+            grant_type: form.remove("grant_type"),
+            username: form.remove("username"),
+            password: form.remove("password").map(Secret::new),
+            refresh_token: form.remove("refresh_token").map(Secret::new),
+            scope: form.remove("scope"),
+        };
+        let response = auth::token(&state, &tenant, &creds, request, &origin(&req, None)).await?;
+        Ok(HttpResponse::Ok().json(response))
+    })
+    .await
+}
+
+/// POST /tenants/{t}/oauth/revoke
+async fn revoke(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, AppError> {
+    oauth_endpoint(&req, async {
+        let state = app_state(&req)?;
+        let tenant = oauth_tenant(&state, &realm(&req)).await?;
+        let mut form = read_form(&req, payload).await?;
+        let creds = client_credentials(&req, &mut form)?;
+        let client = auth::authenticate_client(&state, &tenant.slug, &creds).await?;
+        let token = form
+            .remove("token")
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| invalid_request("token is required."))?;
+        let origin = origin(&req, Some(&format!("client:{}", client.client_id)));
+        auth::revoke(&state, &tenant, &client, &token, &origin).await?;
+        Ok(HttpResponse::Ok().finish())
+    })
+    .await
+}
+
+/// POST /tenants/{t}/oauth/introspect (confidential clients only)
+async fn introspect(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, AppError> {
+    oauth_endpoint(&req, async {
+        let state = app_state(&req)?;
+        let tenant = oauth_tenant(&state, &realm(&req)).await?;
+        let mut form = read_form(&req, payload).await?;
+        let creds = client_credentials(&req, &mut form)?;
+        if creds.secret.is_none() {
+            return Err(AppError::oauth(
+                ErrorCode::InvalidClient,
+                "Introspection needs a confidential client.",
+            ));
+        }
+        auth::authenticate_client(&state, &tenant.slug, &creds).await?;
+        let token = form
+            .remove("token")
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| invalid_request("token is required."))?;
+        let answer = auth::introspect(&state, &tenant, &token).await?;
+        Ok(HttpResponse::Ok().json(answer))
+    })
+    .await
+}

@@ -1,0 +1,103 @@
+//! OIDC discovery and the JWKS of each tenant.
+
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+
+use super::resource;
+use crate::authn::keys::Jwk;
+use crate::error::{AppError, AppResult};
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/tenants/{t}/.well-known/openid-configuration").route(web::get().to(discovery)),
+    )
+    .service(resource("/tenants/{t}/.well-known/jwks.json").route(web::get().to(jwks)));
+}
+
+async fn existing_tenant(state: &AppState, slug: &str) -> AppResult<()> {
+    state.tenant(slug).await.map(|_| ()).map_err(|e| match e {
+        crate::store::StoreError::NotFound(_) => AppError::not_found("The tenant").with_realm(slug),
+        other => other.into(),
+    })
+}
+
+#[derive(Serialize)]
+struct Discovery {
+    issuer: String,
+    jwks_uri: String,
+    token_endpoint: String,
+    revocation_endpoint: String,
+    introspection_endpoint: String,
+    userinfo_endpoint: String,
+    grant_types_supported: Vec<&'static str>,
+    response_types_supported: Vec<&'static str>,
+    subject_types_supported: Vec<&'static str>,
+    id_token_signing_alg_values_supported: Vec<&'static str>,
+    token_endpoint_auth_methods_supported: Vec<&'static str>,
+    revocation_endpoint_auth_methods_supported: Vec<&'static str>,
+    introspection_endpoint_auth_methods_supported: Vec<&'static str>,
+    scopes_supported: Vec<&'static str>,
+    claims_supported: Vec<&'static str>,
+}
+
+/// OpenID Provider metadata of the tenant.
+async fn discovery(state: web::Data<AppState>, t: web::Path<String>) -> AppResult<HttpResponse> {
+    existing_tenant(&state, &t).await?;
+    let issuer = state.issuer(&t);
+    let auth_methods = vec!["client_secret_basic", "client_secret_post", "none"];
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "public, max-age=300"))
+        .json(Discovery {
+            jwks_uri: format!("{issuer}/.well-known/jwks.json"),
+            token_endpoint: format!("{issuer}/oauth/token"),
+            revocation_endpoint: format!("{issuer}/oauth/revoke"),
+            introspection_endpoint: format!("{issuer}/oauth/introspect"),
+            userinfo_endpoint: format!("{issuer}/oauth/userinfo"),
+            issuer,
+            grant_types_supported: vec!["password", "refresh_token", "client_credentials"],
+            response_types_supported: vec!["token"],
+            subject_types_supported: vec!["public"],
+            id_token_signing_alg_values_supported: vec!["ES256", "EdDSA", "RS256"],
+            token_endpoint_auth_methods_supported: auth_methods.clone(),
+            revocation_endpoint_auth_methods_supported: auth_methods,
+            introspection_endpoint_auth_methods_supported: vec![
+                "client_secret_basic",
+                "client_secret_post",
+            ],
+            scopes_supported: vec!["openid", "profile", "email", "offline_access"],
+            claims_supported: vec![
+                "iss",
+                "sub",
+                "aud",
+                "exp",
+                "iat",
+                "nbf",
+                "jti",
+                "azp",
+                "client_id",
+                "tid",
+                "sid",
+                "scope",
+                "roles",
+                "email",
+                "email_verified",
+            ],
+        }))
+}
+
+#[derive(Serialize)]
+struct JwkSet {
+    keys: Vec<Jwk>,
+}
+
+/// The tenant's public keys: the active one and retired ones that still verify.
+async fn jwks(state: web::Data<AppState>, t: web::Path<String>) -> AppResult<HttpResponse> {
+    existing_tenant(&state, &t).await?;
+    let keys = state.keys.keys(&t).await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "public, max-age=300"))
+        .json(JwkSet {
+            keys: keys.jwks.clone(),
+        }))
+}

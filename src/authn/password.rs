@@ -1,0 +1,170 @@
+//! argon2id password hashing off the async workers, bounded to the cores.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
+use tokio::sync::Semaphore;
+
+use crate::config::Secret;
+
+/// The outcome of checking a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verified {
+    No,
+    Yes,
+    /// Correct, and here is a hash with the current parameters to store.
+    YesRehashed(String),
+}
+
+/// Hashes and verifies passwords; at most one hash per core runs at once so a
+/// burst of logins cannot starve token verification.
+#[derive(Clone)]
+pub struct PasswordHasherPool {
+    params: Params,
+    permits: Arc<Semaphore>,
+    queued: Arc<AtomicUsize>,
+    dummy_hash: Arc<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+    #[error("hashing task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+impl PasswordHasherPool {
+    pub fn new(memory_kib: u32, iterations: u32, parallelism: u32) -> Result<Self, HashError> {
+        let params = Params::new(memory_kib, iterations, parallelism, None)
+            .map_err(|e| HashError::Hash(e.to_string()))?;
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
+        let hasher = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        // Unknown users are checked against this so they take as long as known ones.
+        let dummy_hash = hasher
+            .hash_password(crate::authn::random_token().as_bytes())
+            .map_err(|e| HashError::Hash(e.to_string()))?
+            .to_string();
+        Ok(Self {
+            params,
+            permits: Arc::new(Semaphore::new(cores)),
+            queued: Arc::new(AtomicUsize::new(0)),
+            dummy_hash: Arc::new(dummy_hash),
+        })
+    }
+
+    fn argon2(&self) -> Argon2<'static> {
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, self.params.clone())
+    }
+
+    /// Requests waiting for or running a hash now.
+    pub fn queue_depth(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, HashError> {
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        let result = async {
+            let _permit = self
+                .permits
+                .acquire()
+                .await
+                .map_err(|e| HashError::Hash(e.to_string()))?;
+            Ok(crate::telemetry::spawn_blocking(f).await?)
+        }
+        .await;
+        self.queued.fetch_sub(1, Ordering::Relaxed);
+        result
+    }
+
+    /// Hashes a new password.
+    pub async fn hash(&self, password: &Secret) -> Result<String, HashError> {
+        let argon2 = self.argon2();
+        let password = password.clone();
+        self.run(move || {
+            argon2
+                .hash_password(password.expose().as_bytes())
+                .map(|h| h.to_string())
+                .map_err(|e| HashError::Hash(e.to_string()))
+        })
+        .await?
+    }
+
+    /// Verifies against a stored hash, or against the dummy hash when there is
+    /// no user, so both take the same time.
+    pub async fn verify(
+        &self,
+        password: &Secret,
+        stored: Option<&str>,
+    ) -> Result<Verified, HashError> {
+        let argon2 = self.argon2();
+        let password = password.clone();
+        let known = stored.is_some();
+        let stored = stored.unwrap_or(&self.dummy_hash).to_owned();
+        let wanted = self.params.clone();
+        self.run(move || {
+            let Ok(parsed) = PasswordHash::new(&stored) else {
+                return Verified::No;
+            };
+            let ok = argon2
+                .verify_password(password.expose().as_bytes(), &parsed)
+                .is_ok();
+            if !(ok && known) {
+                return Verified::No;
+            }
+            let current = Params::try_from(&parsed).ok();
+            let outdated = parsed.algorithm.as_str() != "argon2id"
+                || current.is_none_or(|p| {
+                    p.m_cost() != wanted.m_cost()
+                        || p.t_cost() != wanted.t_cost()
+                        || p.p_cost() != wanted.p_cost()
+                });
+            if outdated {
+                match argon2.hash_password(password.expose().as_bytes()) {
+                    Ok(h) => Verified::YesRehashed(h.to_string()),
+                    Err(_) => Verified::Yes,
+                }
+            } else {
+                Verified::Yes
+            }
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PasswordHasherPool, Verified};
+    use crate::config::Secret;
+
+    #[tokio::test]
+    async fn hashes_verify_and_outdated_parameters_are_rehashed() {
+        let old = PasswordHasherPool::new(8192, 1, 1).expect("params");
+        let new = PasswordHasherPool::new(9216, 2, 1).expect("params");
+        let pw = Secret::new("correct horse battery staple");
+        let h = old.hash(&pw).await.expect("hash");
+        assert!(h.starts_with("$argon2id$"));
+        assert_eq!(
+            old.verify(&pw, Some(&h)).await.expect("verify"),
+            Verified::Yes
+        );
+        assert_eq!(
+            old.verify(&Secret::new("wrong"), Some(&h))
+                .await
+                .expect("verify"),
+            Verified::No
+        );
+        match new.verify(&pw, Some(&h)).await.expect("verify") {
+            Verified::YesRehashed(h2) => assert!(h2.contains("m=9216,t=2,p=1")),
+            other => panic!("expected a rehash, got {other:?}"),
+        }
+        assert_eq!(new.verify(&pw, None).await.expect("verify"), Verified::No);
+    }
+}

@@ -1,0 +1,450 @@
+//! Typed settings, layered: defaults -> TOML file (`LATCHKEY_CONFIG`) ->
+//! `LATCHKEY_*` environment variables (and `LATCHKEY_*_FILE` for secrets).
+//!
+//! A bad value stops start-up with a message naming the variable.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize, Serializer};
+
+/// A secret value: never printed, never logged.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Everything latchkey can be told at start.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address to listen on.
+    pub bind: String,
+    /// Public base URL; issuers are `{public_url}/tenants/{slug}`. Default: `http://{bind}`.
+    pub public_url: Option<String>,
+    /// `sqlite://path` or `postgres://...`.
+    pub database_url: String,
+    /// Connections kept in the database pool.
+    pub database_pool_size: u32,
+    /// `redis://...`; unset means the in-process session store.
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key.
+    pub redis_key_prefix: String,
+    /// Time a session-store call may take before the request answers 503.
+    pub store_timeout_ms: u64,
+    pub bootstrap_admin_email: Option<String>,
+    pub bootstrap_admin_password: Option<Secret>,
+    /// Tolerance for `exp`/`nbf` checks.
+    pub clock_leeway_seconds: u64,
+    /// 32 bytes, base64 or hex, that encrypt signing keys at rest.
+    pub master_key: Option<Secret>,
+    /// Where embedded mode keeps its generated master key file.
+    pub data_dir: String,
+    /// Log filter (`info`, `latchkey=debug`, ...).
+    pub log: String,
+    pub log_format: LogFormat,
+    /// argon2id memory cost in KiB.
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+    /// HTTP worker threads; default: one per core.
+    pub workers: Option<usize>,
+    /// How long a graceful shutdown waits for in-flight requests.
+    pub shutdown_timeout_seconds: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".to_owned(),
+            public_url: None,
+            database_url: "sqlite://./data/latchkey.db".to_owned(),
+            database_pool_size: 10,
+            redis_url: None,
+            redis_key_prefix: "latchkey".to_owned(),
+            store_timeout_ms: 1000,
+            bootstrap_admin_email: None,
+            bootstrap_admin_password: None,
+            clock_leeway_seconds: 30,
+            master_key: None,
+            data_dir: "./data".to_owned(),
+            log: "info".to_owned(),
+            log_format: LogFormat::Text,
+            argon2_memory_kib: 19456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            workers: None,
+            shutdown_timeout_seconds: 30,
+        }
+    }
+}
+
+/// A configuration problem, naming the variable at fault.
+#[derive(Debug, thiserror::Error)]
+#[error("{variable}: {problem}")]
+pub struct ConfigError {
+    pub variable: String,
+    pub problem: String,
+}
+
+fn bad(variable: &str, problem: impl fmt::Display) -> ConfigError {
+    ConfigError {
+        variable: variable.to_owned(),
+        problem: problem.to_string(),
+    }
+}
+
+/// The variables latchkey reads, with whether they hold a secret.
+pub const VARIABLES: &[(&str, bool)] = &[
+    ("LATCHKEY_BIND", false),
+    ("LATCHKEY_PUBLIC_URL", false),
+    ("LATCHKEY_DATABASE_URL", true),
+    ("LATCHKEY_DATABASE_POOL_SIZE", false),
+    ("LATCHKEY_REDIS_URL", true),
+    ("LATCHKEY_REDIS_KEY_PREFIX", false),
+    ("LATCHKEY_STORE_TIMEOUT_MS", false),
+    ("LATCHKEY_BOOTSTRAP_ADMIN_EMAIL", false),
+    ("LATCHKEY_BOOTSTRAP_ADMIN_PASSWORD", true),
+    ("LATCHKEY_CLOCK_LEEWAY_SECONDS", false),
+    ("LATCHKEY_MASTER_KEY", true),
+    ("LATCHKEY_DATA_DIR", false),
+    ("LATCHKEY_LOG", false),
+    ("LATCHKEY_LOG_FORMAT", false),
+    ("LATCHKEY_ARGON2_MEMORY_KIB", false),
+    ("LATCHKEY_ARGON2_ITERATIONS", false),
+    ("LATCHKEY_ARGON2_PARALLELISM", false),
+    ("LATCHKEY_WORKERS", false),
+    ("LATCHKEY_SHUTDOWN_TIMEOUT_SECONDS", false),
+];
+
+fn parse_num<T: std::str::FromStr>(variable: &str, raw: &str) -> Result<T, ConfigError>
+where
+    T::Err: fmt::Display,
+{
+    raw.trim()
+        .parse::<T>()
+        .map_err(|e| bad(variable, format!("{e} (got {raw:?})")))
+}
+
+impl Config {
+    /// Loads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::load(&std::env::vars().collect())
+    }
+
+    /// Loads the configuration from the given variables (the process
+    /// environment in production, a map in tests).
+    pub fn load(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = env.get("LATCHKEY_CONFIG") {
+            if !std::path::Path::new(path).is_file() {
+                return Err(bad("LATCHKEY_CONFIG", format!("no such file: {path}")));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        let mut config: Config = figment.extract().map_err(|e| bad("LATCHKEY_CONFIG", e))?;
+
+        for (variable, secret) in VARIABLES {
+            let file_variable = format!("{variable}_FILE");
+            let value = match (env.get(*variable), env.get(&file_variable)) {
+                (Some(_), Some(_)) => {
+                    return Err(bad(
+                        variable,
+                        format!("set either {variable} or {file_variable}, not both"),
+                    ));
+                }
+                (Some(v), None) => v.clone(),
+                (None, Some(path)) if *secret => std::fs::read_to_string(path)
+                    .map_err(|e| bad(&file_variable, format!("cannot read {path}: {e}")))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned(),
+                (None, Some(_)) => {
+                    return Err(bad(&file_variable, "only secrets have a _FILE variant"));
+                }
+                (None, None) => continue,
+            };
+            config.set(variable, &value)?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn set(&mut self, variable: &str, raw: &str) -> Result<(), ConfigError> {
+        let opt = |raw: &str| {
+            let t = raw.trim();
+            (!t.is_empty()).then(|| t.to_owned())
+        };
+        match variable {
+            "LATCHKEY_BIND" => self.bind = raw.trim().to_owned(),
+            "LATCHKEY_PUBLIC_URL" => self.public_url = opt(raw),
+            "LATCHKEY_DATABASE_URL" => self.database_url = raw.trim().to_owned(),
+            "LATCHKEY_DATABASE_POOL_SIZE" => self.database_pool_size = parse_num(variable, raw)?,
+            "LATCHKEY_REDIS_URL" => self.redis_url = opt(raw),
+            "LATCHKEY_REDIS_KEY_PREFIX" => self.redis_key_prefix = raw.trim().to_owned(),
+            "LATCHKEY_STORE_TIMEOUT_MS" => self.store_timeout_ms = parse_num(variable, raw)?,
+            "LATCHKEY_BOOTSTRAP_ADMIN_EMAIL" => self.bootstrap_admin_email = opt(raw),
+            "LATCHKEY_BOOTSTRAP_ADMIN_PASSWORD" => {
+                self.bootstrap_admin_password = (!raw.is_empty()).then(|| Secret::new(raw))
+            }
+            "LATCHKEY_CLOCK_LEEWAY_SECONDS" => {
+                self.clock_leeway_seconds = parse_num(variable, raw)?
+            }
+            "LATCHKEY_MASTER_KEY" => self.master_key = opt(raw).map(Secret::new),
+            "LATCHKEY_DATA_DIR" => self.data_dir = raw.trim().to_owned(),
+            "LATCHKEY_LOG" => self.log = raw.trim().to_owned(),
+            "LATCHKEY_LOG_FORMAT" => {
+                self.log_format = match raw.trim().to_ascii_lowercase().as_str() {
+                    "text" => LogFormat::Text,
+                    "json" => LogFormat::Json,
+                    other => {
+                        return Err(bad(
+                            variable,
+                            format!("expected text or json, got {other:?}"),
+                        ));
+                    }
+                }
+            }
+            "LATCHKEY_ARGON2_MEMORY_KIB" => self.argon2_memory_kib = parse_num(variable, raw)?,
+            "LATCHKEY_ARGON2_ITERATIONS" => self.argon2_iterations = parse_num(variable, raw)?,
+            "LATCHKEY_ARGON2_PARALLELISM" => self.argon2_parallelism = parse_num(variable, raw)?,
+            "LATCHKEY_WORKERS" => self.workers = Some(parse_num(variable, raw)?),
+            "LATCHKEY_SHUTDOWN_TIMEOUT_SECONDS" => {
+                self.shutdown_timeout_seconds = parse_num(variable, raw)?
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.bind
+            .parse::<SocketAddr>()
+            .map_err(|e| bad("LATCHKEY_BIND", format!("{e} (got {:?})", self.bind)))?;
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(bad(
+                "LATCHKEY_PUBLIC_URL",
+                "must start with http:// or https://",
+            ));
+        }
+        crate::store::db::Backend::from_url(&self.database_url)
+            .map_err(|e| bad("LATCHKEY_DATABASE_URL", e))?;
+        if let Some(url) = &self.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(bad(
+                "LATCHKEY_REDIS_URL",
+                "must start with redis:// or rediss://",
+            ));
+        }
+        if self.redis_key_prefix.is_empty()
+            || !self
+                .redis_key_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        {
+            return Err(bad(
+                "LATCHKEY_REDIS_KEY_PREFIX",
+                "letters, digits and - _ . : only",
+            ));
+        }
+        if self.database_pool_size == 0 {
+            return Err(bad("LATCHKEY_DATABASE_POOL_SIZE", "must be at least 1"));
+        }
+        if self.store_timeout_ms == 0 {
+            return Err(bad("LATCHKEY_STORE_TIMEOUT_MS", "must be at least 1"));
+        }
+        if let Some(key) = &self.master_key {
+            crate::authn::keys::MasterKey::parse(key.expose())
+                .map_err(|e| bad("LATCHKEY_MASTER_KEY", e))?;
+        }
+        if let Some(email) = &self.bootstrap_admin_email {
+            crate::domain::Email::parse(email)
+                .map_err(|e| bad("LATCHKEY_BOOTSTRAP_ADMIN_EMAIL", e))?;
+        }
+        argon2::Params::new(
+            self.argon2_memory_kib,
+            self.argon2_iterations,
+            self.argon2_parallelism,
+            None,
+        )
+        .map_err(|e| {
+            bad(
+                "LATCHKEY_ARGON2_MEMORY_KIB",
+                format!("argon2 parameters: {e}"),
+            )
+        })?;
+        if self.workers == Some(0) {
+            return Err(bad("LATCHKEY_WORKERS", "must be at least 1"));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log).map_err(|e| bad("LATCHKEY_LOG", e))?;
+        Ok(())
+    }
+
+    /// The public base URL, falling back to the bound address.
+    pub fn public_url_or(&self, bound: SocketAddr) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{bound}"))
+            .trim_end_matches('/')
+            .to_owned()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        PathBuf::from(&self.data_dir)
+    }
+
+    /// The effective configuration with secrets masked, for `check-config`.
+    pub fn masked(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        if let Some(obj) = v.as_object_mut() {
+            for key in ["database_url", "redis_url"] {
+                if let Some(serde_json::Value::String(url)) = obj.get(key) {
+                    let masked = mask_url_password(url);
+                    obj.insert(key.to_owned(), serde_json::Value::String(masked));
+                }
+            }
+        }
+        v
+    }
+}
+
+/// Hides the password part of `scheme://user:password@host`.
+fn mask_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, tail) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Config, mask_url_password};
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_no_configuration() {
+        let c = Config::load(&HashMap::new()).expect("defaults are valid");
+        assert_eq!(c.bind, "127.0.0.1:8080");
+        assert_eq!(c.database_url, "sqlite://./data/latchkey.db");
+        assert_eq!(c.clock_leeway_seconds, 30);
+        assert!(c.redis_url.is_none());
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let err = Config::load(&env(&[("LATCHKEY_CLOCK_LEEWAY_SECONDS", "soon")]))
+            .expect_err("not a number");
+        assert_eq!(err.variable, "LATCHKEY_CLOCK_LEEWAY_SECONDS");
+        let err = Config::load(&env(&[("LATCHKEY_DATABASE_URL", "mysql://x")]))
+            .expect_err("unsupported backend");
+        assert_eq!(err.variable, "LATCHKEY_DATABASE_URL");
+        let err = Config::load(&env(&[("LATCHKEY_BIND", "nowhere")])).expect_err("bad bind");
+        assert_eq!(err.variable, "LATCHKEY_BIND");
+        let err = Config::load(&env(&[("LATCHKEY_MASTER_KEY", "short")])).expect_err("bad key");
+        assert_eq!(err.variable, "LATCHKEY_MASTER_KEY");
+    }
+
+    #[test]
+    fn toml_is_overridden_by_environment_and_secrets_come_from_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let toml = dir.path().join("latchkey.toml");
+        std::fs::write(
+            &toml,
+            "bind = \"127.0.0.1:9000\"\nredis_key_prefix = \"fromtoml\"\n",
+        )
+        .expect("write");
+        let secret = dir.path().join("pw");
+        std::fs::write(&secret, "correct horse battery staple\n").expect("write");
+        let c = Config::load(&env(&[
+            ("LATCHKEY_CONFIG", toml.to_str().unwrap_or_default()),
+            ("LATCHKEY_REDIS_KEY_PREFIX", "fromenv"),
+            (
+                "LATCHKEY_BOOTSTRAP_ADMIN_PASSWORD_FILE",
+                secret.to_str().unwrap_or_default(),
+            ),
+        ]))
+        .expect("valid");
+        assert_eq!(c.bind, "127.0.0.1:9000");
+        assert_eq!(c.redis_key_prefix, "fromenv");
+        assert_eq!(
+            c.bootstrap_admin_password.as_ref().map(|s| s.expose()),
+            Some("correct horse battery staple")
+        );
+        let printed = c.masked().to_string();
+        assert!(!printed.contains("horse"), "secret leaked: {printed}");
+    }
+
+    #[test]
+    fn unknown_toml_keys_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let toml = dir.path().join("latchkey.toml");
+        std::fs::write(&toml, "bnid = \"x\"\n").expect("write");
+        let err = Config::load(&env(&[(
+            "LATCHKEY_CONFIG",
+            toml.to_str().unwrap_or_default(),
+        )]))
+        .expect_err("typo");
+        assert_eq!(err.variable, "LATCHKEY_CONFIG");
+    }
+
+    #[test]
+    fn url_passwords_are_masked() {
+        assert_eq!(
+            mask_url_password("postgres://app:hunter2@db:5432/latchkey"),
+            "postgres://app:***@db:5432/latchkey"
+        );
+        assert_eq!(
+            mask_url_password("redis://cache:6379"),
+            "redis://cache:6379"
+        );
+    }
+}

@@ -1,0 +1,332 @@
+//! Newtypes and rules of the product: no I/O here.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The reserved tenant of platform administrators.
+pub const SYSTEM_TENANT: &str = "system";
+/// The public client every tenant is created with.
+pub const ADMIN_CLI: &str = "admin-cli";
+
+/// A tenant slug: `^[a-z0-9][a-z0-9-]{1,62}$`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TenantSlug(String);
+
+impl TenantSlug {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let bytes = s.as_bytes();
+        let ok = (2..=63).contains(&bytes.len())
+            && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err("must match ^[a-z0-9][a-z0-9-]{1,62}$".to_owned())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for TenantSlug {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s)
+    }
+}
+
+impl From<TenantSlug> for String {
+    fn from(s: TenantSlug) -> String {
+        s.0
+    }
+}
+
+impl fmt::Display for TenantSlug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An e-mail address: trimmed, domain lower-cased, validated. Compared
+/// case-insensitively as a whole through [`Email::normalized`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email(String);
+
+impl Email {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let s = raw.trim();
+        if s.len() > 254 {
+            return Err("must be at most 254 characters".to_owned());
+        }
+        let Some((local, domain)) = s.rsplit_once('@') else {
+            return Err("must be an e-mail address".to_owned());
+        };
+        let valid_local = !local.is_empty()
+            && local.len() <= 64
+            && !local.contains('@')
+            && local.chars().all(|c| !c.is_whitespace() && !c.is_control());
+        let valid_domain = !domain.is_empty()
+            && domain.len() <= 253
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+            && !domain.contains("..")
+            && domain.split('.').all(|label| {
+                !label.is_empty()
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+            });
+        if !(valid_local && valid_domain) {
+            return Err("must be an e-mail address".to_owned());
+        }
+        Ok(Self(format!("{local}@{}", domain.to_lowercase())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The comparison key: the whole address lower-cased.
+    pub fn normalized(&self) -> String {
+        self.0.to_lowercase()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TenantStatus {
+    Active,
+    Suspended,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserStatus {
+    Active,
+    Disabled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientType {
+    Confidential,
+    Public,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantType {
+    Password,
+    RefreshToken,
+    ClientCredentials,
+    AuthorizationCode,
+}
+
+impl GrantType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Password => "password",
+            Self::RefreshToken => "refresh_token",
+            Self::ClientCredentials => "client_credentials",
+            Self::AuthorizationCode => "authorization_code",
+        }
+    }
+}
+
+/// Token signing algorithms a tenant may choose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SigningAlg {
+    ES256,
+    EdDSA,
+    RS256,
+}
+
+impl SigningAlg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ES256 => "ES256",
+            Self::EdDSA => "EdDSA",
+            Self::RS256 => "RS256",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ES256" => Some(Self::ES256),
+            "EdDSA" => Some(Self::EdDSA),
+            "RS256" => Some(Self::RS256),
+            _ => None,
+        }
+    }
+}
+
+/// Per-tenant settings (SPEC §3); every field has a default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TenantSettings {
+    pub self_signup: bool,
+    pub access_token_ttl_seconds: u64,
+    pub refresh_token_ttl_seconds: u64,
+    pub refresh_idle_timeout_seconds: u64,
+    pub refresh_grace_seconds: u64,
+    pub signing_alg: SigningAlg,
+    pub password_min_length: u32,
+    pub lockout_threshold: u32,
+}
+
+impl Default for TenantSettings {
+    fn default() -> Self {
+        Self {
+            self_signup: false,
+            access_token_ttl_seconds: 900,
+            refresh_token_ttl_seconds: 604_800,
+            refresh_idle_timeout_seconds: 86_400,
+            refresh_grace_seconds: 10,
+            signing_alg: SigningAlg::ES256,
+            password_min_length: 12,
+            lockout_threshold: 10,
+        }
+    }
+}
+
+/// Upper bound of every lifetime setting: ten years.
+const MAX_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
+impl TenantSettings {
+    /// Checks the ranges; names the offending field.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let positive = |field: &'static str, v: u64| {
+            if v == 0 || v > MAX_SECONDS {
+                Err((field, format!("must be between 1 and {MAX_SECONDS}")))
+            } else {
+                Ok(())
+            }
+        };
+        positive(
+            "settings.access_token_ttl_seconds",
+            self.access_token_ttl_seconds,
+        )?;
+        positive(
+            "settings.refresh_token_ttl_seconds",
+            self.refresh_token_ttl_seconds,
+        )?;
+        positive(
+            "settings.refresh_idle_timeout_seconds",
+            self.refresh_idle_timeout_seconds,
+        )?;
+        if self.refresh_grace_seconds > 3600 {
+            return Err((
+                "settings.refresh_grace_seconds",
+                "must be at most 3600".to_owned(),
+            ));
+        }
+        if !(1..=128).contains(&self.password_min_length) {
+            return Err((
+                "settings.password_min_length",
+                "must be between 1 and 128".to_owned(),
+            ));
+        }
+        if self.lockout_threshold == 0 || self.lockout_threshold > 1000 {
+            return Err((
+                "settings.lockout_threshold",
+                "must be between 1 and 1000".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Why a password was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeakPassword(pub String);
+
+/// Longest password accepted, in characters.
+pub const PASSWORD_MAX_CHARS: usize = 128;
+
+/// The password policy of SPEC §4: length bounds in characters, no
+/// composition rules, guessable passwords refused by a strength estimator.
+pub fn check_password(
+    password: &str,
+    min_length: u32,
+    user_inputs: &[&str],
+) -> Result<(), WeakPassword> {
+    let chars = password.chars().count();
+    if chars < min_length as usize {
+        return Err(WeakPassword(format!(
+            "The password must be at least {min_length} characters long."
+        )));
+    }
+    if chars > PASSWORD_MAX_CHARS {
+        return Err(WeakPassword(format!(
+            "The password must be at most {PASSWORD_MAX_CHARS} characters long."
+        )));
+    }
+    let entropy = zxcvbn::zxcvbn(password, user_inputs);
+    if u8::from(entropy.score()) < 3 {
+        let reason = entropy
+            .feedback()
+            .and_then(|f| f.warning().map(|w| w.to_string()))
+            .unwrap_or_else(|| "The password is too easy to guess.".to_owned());
+        return Err(WeakPassword(format!(
+            "{reason} Use a longer passphrase of unrelated words."
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Email, TenantSettings, TenantSlug, check_password};
+
+    #[test]
+    fn slugs_follow_the_pattern() {
+        assert!(TenantSlug::parse("acme").is_ok());
+        assert!(TenantSlug::parse("a1-b2").is_ok());
+        assert!(TenantSlug::parse("a").is_err());
+        assert!(TenantSlug::parse("-acme").is_err());
+        assert!(TenantSlug::parse("Acme").is_err());
+        assert!(TenantSlug::parse("acme_corp").is_err());
+        assert!(TenantSlug::parse(&"a".repeat(64)).is_err());
+        assert!(TenantSlug::parse(&"a".repeat(63)).is_ok());
+    }
+
+    #[test]
+    fn emails_are_trimmed_and_compared_case_insensitively() {
+        let a = Email::parse("  Alice@Example.COM ").expect("valid");
+        assert_eq!(a.as_str(), "Alice@example.com");
+        let b = Email::parse("alice@example.com").expect("valid");
+        assert_eq!(a.normalized(), b.normalized());
+        assert!(Email::parse("no-at-sign").is_err());
+        assert!(Email::parse("a@b").is_err());
+        assert!(Email::parse("a b@example.com").is_err());
+        assert!(Email::parse("@example.com").is_err());
+    }
+
+    #[test]
+    fn guessable_and_short_passwords_are_weak() {
+        assert!(check_password("password1234", 12, &[]).is_err());
+        assert!(check_password("short", 12, &[]).is_err());
+        assert!(check_password(&"x".repeat(129), 12, &[]).is_err());
+        assert!(check_password("correct horse battery staple", 12, &[]).is_ok());
+        assert!(check_password("ünïcødé pässwörd çafé 🦀", 12, &[]).is_ok());
+    }
+
+    #[test]
+    fn default_settings_match_the_spec() {
+        let s = TenantSettings::default();
+        assert_eq!(s.access_token_ttl_seconds, 900);
+        assert_eq!(s.refresh_token_ttl_seconds, 604_800);
+        assert_eq!(s.refresh_idle_timeout_seconds, 86_400);
+        assert_eq!(s.refresh_grace_seconds, 10);
+        assert_eq!(s.password_min_length, 12);
+        assert_eq!(s.lockout_threshold, 10);
+        assert!(s.validate().is_ok());
+    }
+}

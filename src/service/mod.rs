@@ -1,0 +1,22 @@
+//! Use cases and their transaction boundaries.
+
+pub mod audit;
+pub mod auth;
+pub mod bootstrap;
+pub mod clients;
+pub mod tenants;
+pub mod users;
+
+/// Who did something, and from where: for audit events and session records.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    pub actor: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// Current Unix time in seconds.
+pub fn unix_now() -> i64 {
+    chrono::Utc::now().timestamp()
+}

@@ -1,0 +1,152 @@
+//! Start-up as a function: `Application::build(config)` binds the listener,
+//! builds the pools and returns the server, for `main` and for tests alike.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context;
+
+use crate::authn::keys::{KeyRing, MasterKey};
+use crate::authn::password::PasswordHasherPool;
+use crate::config::Config;
+use crate::service::bootstrap;
+use crate::state::AppState;
+use crate::store::db::{Backend, Db};
+use crate::store::session::{MemoryStore, RedisStore, SessionStore};
+use crate::{api, telemetry};
+
+/// The master key: configured, or in embedded mode a generated key file.
+fn master_key(config: &Config, backend: Backend) -> anyhow::Result<MasterKey> {
+    if let Some(key) = &config.master_key {
+        return MasterKey::parse(key.expose())
+            .map_err(|e| anyhow::anyhow!("LATCHKEY_MASTER_KEY: {e}"));
+    }
+    if backend == Backend::Postgres {
+        anyhow::bail!(
+            "LATCHKEY_MASTER_KEY: required with PostgreSQL (every instance must share it); \
+             generate one with `openssl rand -hex 32`"
+        );
+    }
+    let path = config.data_dir().join("master.key");
+    let existed = path.exists();
+    let key = MasterKey::load_or_create_file(&path)
+        .map_err(|e| anyhow::anyhow!("LATCHKEY_DATA_DIR: {e}"))?;
+    if !existed {
+        tracing::warn!(
+            path = %path.display(),
+            "LATCHKEY_MASTER_KEY is not set: generated a master key file for embedded mode; \
+             set LATCHKEY_MASTER_KEY in production"
+        );
+    }
+    Ok(key)
+}
+
+/// Connects the stores and builds the shared state (no listener).
+pub async fn build_state(config: Config, public_url: String) -> anyhow::Result<Arc<AppState>> {
+    let db = Db::connect(&config.database_url, config.database_pool_size)
+        .context("LATCHKEY_DATABASE_URL: cannot connect")?;
+    let applied = db.migrate().context("database migration failed")?;
+    if applied > 0 {
+        tracing::info!(applied, "database migrations applied");
+    }
+    let master = master_key(&config, db.backend())?;
+    let timeout = Duration::from_millis(config.store_timeout_ms);
+    let sessions: Arc<dyn SessionStore> = match &config.redis_url {
+        Some(url) => Arc::new(
+            RedisStore::connect(url, &config.redis_key_prefix, timeout)
+                .await
+                .context("LATCHKEY_REDIS_URL: cannot connect")?,
+        ),
+        None => Arc::new(MemoryStore::new()),
+    };
+    let passwords = PasswordHasherPool::new(
+        config.argon2_memory_kib,
+        config.argon2_iterations,
+        config.argon2_parallelism,
+    )?;
+    let keys = KeyRing::new(db.clone(), master);
+    Ok(Arc::new(AppState::new(
+        config, public_url, db, sessions, keys, passwords,
+    )))
+}
+
+/// A built, bound, not yet running latchkey.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: Arc<AppState>,
+}
+
+impl Application {
+    /// Binds `config.bind` (port 0 picks a free port), connects the stores,
+    /// runs migrations and the first-start bootstrap.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(&config.bind)
+            .with_context(|| format!("LATCHKEY_BIND: cannot listen on {}", config.bind))?;
+        let addr = listener.local_addr()?;
+        let public_url = config.public_url_or(addr);
+        let state = build_state(config, public_url).await?;
+
+        if let Some(done) = bootstrap::first_start(&state)
+            .await
+            .map_err(|e| anyhow::anyhow!("bootstrap: {e}"))?
+        {
+            match &done.generated_password {
+                Some(password) => eprintln!(
+                    "\nlatchkey: created the platform admin {} in tenant system.\n\
+                     latchkey: its generated password (shown once): {}\n",
+                    done.email,
+                    password.expose()
+                ),
+                None => tracing::info!(email = %done.email, "created the platform admin"),
+            }
+        }
+        bootstrap::sync_suspended_tenants(&state)
+            .await
+            .map_err(|e| anyhow::anyhow!("syncing suspended tenants: {e}"))?;
+
+        let data = web::Data::from(state.clone());
+        let workers = state.config.workers.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(api::json_config())
+                .app_data(api::query_config())
+                .app_data(api::path_config())
+                .configure(api::configure)
+                .default_service(web::to(api::not_found))
+                .wrap(from_fn(telemetry::request_context))
+        })
+        .workers(workers)
+        .shutdown_timeout(state.config.shutdown_timeout_seconds)
+        .listen(listener)?
+        .run();
+        tracing::info!(address = %addr, public_url = %state.public_url, "latchkey listening");
+        Ok(Self {
+            port: addr.port(),
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until the process is told to stop (SIGTERM/SIGINT drain in-flight requests).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

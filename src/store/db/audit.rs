@@ -1,0 +1,55 @@
+//! The audit log: who did what, to whom, from where. Never secrets.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::audit_events;
+use super::{DbConnection, Page, decode_cursor};
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = audit_events)]
+pub struct AuditEvent {
+    pub id: String,
+    pub tenant: String,
+    pub at: NaiveDateTime,
+    pub action: String,
+    pub outcome: String,
+    pub actor: Option<String>,
+    pub target: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_id: Option<String>,
+    pub details: Option<String>,
+}
+
+pub fn insert(conn: &mut DbConnection, e: &AuditEvent) -> Result<(), StoreError> {
+    diesel::insert_into(audit_events::table)
+        .values(e)
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Newest first, optionally filtered by action.
+pub fn list(
+    conn: &mut DbConnection,
+    tenant: &str,
+    action: Option<&str>,
+    cursor: Option<&str>,
+    limit: usize,
+) -> Result<Page<AuditEvent>, StoreError> {
+    let mut q = audit_events::table
+        .filter(audit_events::tenant.eq(tenant))
+        .select(AuditEvent::as_select())
+        .order(audit_events::id.desc())
+        .limit(limit as i64 + 1)
+        .into_boxed();
+    if let Some(action) = action {
+        q = q.filter(audit_events::action.eq(action.to_owned()));
+    }
+    if let Some(before) = cursor.and_then(decode_cursor) {
+        q = q.filter(audit_events::id.lt(before));
+    }
+    let rows = q.load(conn)?;
+    Ok(Page::from_rows(rows, limit, |e| e.id.clone()))
+}

@@ -1,0 +1,244 @@
+//! One diesel codebase over PostgreSQL and SQLite.
+//!
+//! The backend is chosen from the URL scheme; every call runs on the blocking
+//! pool so the async workers never wait on the database.
+
+pub mod audit;
+pub mod clients;
+pub mod keys;
+pub mod policies;
+pub mod schema;
+pub mod tenants;
+pub mod users;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{self, ManageConnection, Pool};
+use diesel::{PgConnection, SqliteConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+
+use super::StoreError;
+
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// A connection to either backend; diesel queries run on it unchanged.
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Postgres(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+/// Which database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Result<Self, String> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                Err("sqlite:// needs a file path".to_owned())
+            } else {
+                Ok(Self::Sqlite)
+            }
+        } else {
+            Err("expected postgres://... or sqlite://path".to_owned())
+        }
+    }
+}
+
+/// Opens connections of the backend the URL names, with SQLite tuned for
+/// concurrent use (WAL, busy timeout, foreign keys).
+#[derive(Debug)]
+pub struct Manager {
+    url: String,
+    backend: Backend,
+}
+
+impl ManageConnection for Manager {
+    type Connection = DbConnection;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<DbConnection, r2d2::Error> {
+        match self.backend {
+            Backend::Postgres => Ok(DbConnection::Postgres(PgConnection::establish(&self.url)?)),
+            Backend::Sqlite => {
+                let path = self.url.trim_start_matches("sqlite://");
+                let mut conn = SqliteConnection::establish(path)?;
+                conn.batch_execute(
+                    "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                )?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+        }
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
+        conn.batch_execute("SELECT 1")
+            .map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, _conn: &mut DbConnection) -> bool {
+        std::thread::panicking()
+    }
+}
+
+/// A handle to the database pool.
+#[derive(Clone)]
+pub struct Db {
+    pool: Pool<Manager>,
+    backend: Backend,
+    /// SQLite allows one writer: write transactions queue here instead of
+    /// failing with SQLITE_BUSY on a lock upgrade.
+    writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Db {
+    /// Connects (creating the SQLite file and its folder when needed).
+    pub fn connect(url: &str, pool_size: u32) -> Result<Self, StoreError> {
+        let backend = Backend::from_url(url).map_err(|e| StoreError::other(anyhow::anyhow!(e)))?;
+        if backend == Backend::Sqlite {
+            let path = std::path::Path::new(url.trim_start_matches("sqlite://"));
+            if let Some(parent) = path.parent()
+                && !parent.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(parent).map_err(StoreError::other)?;
+            }
+        }
+        let manager = Manager {
+            url: url.to_owned(),
+            backend,
+        };
+        let pool = Pool::builder()
+            .max_size(pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(Duration::from_secs(5))
+            .test_on_check_out(true)
+            .build(manager)
+            .map_err(|e| StoreError::Unavailable("database", e.into()))?;
+        Ok(Self {
+            pool,
+            backend,
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    fn checkout(&self) -> Result<r2d2::PooledConnection<Manager>, StoreError> {
+        self.pool
+            .get()
+            .map_err(|e| StoreError::Unavailable("database", e.into()))
+    }
+
+    /// Runs `f` with a pooled connection on the blocking pool.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.clone();
+        crate::telemetry::spawn_blocking(move || {
+            let mut conn = db.checkout()?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(StoreError::other)?
+    }
+
+    /// Runs `f` inside one transaction: all of it is written, or none.
+    pub async fn transaction<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let _guard = match self.backend {
+            Backend::Sqlite => Some(self.writer.clone().lock_owned().await),
+            Backend::Postgres => None,
+        };
+        self.run(move |conn| conn.transaction(f)).await
+    }
+
+    /// Applies the pending migrations of this backend.
+    pub fn migrate(&self) -> Result<usize, StoreError> {
+        let mut conn = self.checkout()?;
+        let applied = match &mut *conn {
+            DbConnection::Postgres(c) => {
+                // Several instances may start at once: one migrates, the others wait.
+                c.batch_execute("SELECT pg_advisory_lock(7355608)")?;
+                let result = c
+                    .run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(|v| v.len());
+                c.batch_execute("SELECT pg_advisory_unlock(7355608)")?;
+                result
+            }
+            DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+        };
+        applied.map_err(|e| StoreError::Other(anyhow::anyhow!("migration failed: {e}")))
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.run(|conn| {
+            conn.batch_execute("SELECT 1")?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Current time as stored: UTC without offset, microsecond precision on both backends.
+pub fn now() -> chrono::NaiveDateTime {
+    let now = chrono::Utc::now().naive_utc();
+    chrono::Timelike::with_nanosecond(&now, now.and_utc().timestamp_subsec_micros() * 1000)
+        .unwrap_or(now)
+}
+
+/// Encodes a pagination position as an opaque cursor.
+pub fn encode_cursor(position: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position)
+}
+
+/// Decodes a cursor made by [`encode_cursor`].
+pub fn decode_cursor(cursor: &str) -> Option<String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// A page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// Builds a page from `limit + 1` fetched rows.
+    pub fn from_rows(mut rows: Vec<T>, limit: usize, key: impl Fn(&T) -> String) -> Self {
+        let next_cursor = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(|r| encode_cursor(&key(r)))
+        } else {
+            None
+        };
+        Self {
+            items: rows,
+            next_cursor,
+        }
+    }
+}

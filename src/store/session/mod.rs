@@ -1,0 +1,221 @@
+//! The session store: sessions, refresh-token families, the `jti` deny-list
+//! and the per-user session index. Redis in production, in-process in
+//! embedded mode; both keep the same semantics and TTLs.
+
+mod memory;
+mod redis;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+pub use self::memory::MemoryStore;
+pub use self::redis::RedisStore;
+use super::StoreError;
+
+/// One sign-in of a user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    pub id: String,
+    pub user_id: String,
+    pub client_id: String,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds.
+    pub last_used_at: i64,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// Why a session ended; decides the 401 code its access tokens get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// Logout, password change, admin revoke, refresh-token reuse.
+    Revoked,
+    /// The user was disabled or the tenant suspended.
+    Disabled,
+}
+
+impl EndReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Revoked => "revoked",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+/// What the deny-list and session state say about an access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessState {
+    Active,
+    /// `jti` denied, or its session ended or expired.
+    Revoked,
+    /// The user is disabled, the tenant suspended or the client disabled.
+    Disabled,
+}
+
+/// A refresh token, stored under the SHA-256 of its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshRecord {
+    pub family_id: String,
+    pub session_id: String,
+    pub client_id: String,
+    pub user_id: String,
+    /// Unix seconds after which this token is dead (idle timeout, capped by
+    /// the family's absolute lifetime).
+    pub expires_at: i64,
+    /// Unix seconds at which the family ends, whatever its use.
+    pub family_expires_at: i64,
+    /// The scope the family was granted.
+    pub scope: String,
+}
+
+/// Where a presented refresh token stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshState {
+    /// The family's newest token: may be rotated.
+    Current,
+    /// Already rotated. `successor_is_current` tells whether it is the token
+    /// right before the family's newest one (grace window candidate).
+    Rotated {
+        rotated_at: i64,
+        successor_is_current: bool,
+        /// The successor pair, sealed with a key derived from this token.
+        sealed_successor: Option<String>,
+    },
+}
+
+/// A refresh token with its family's standing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshEntry {
+    pub record: RefreshRecord,
+    pub state: RefreshState,
+    /// False once the family was revoked (reuse detected).
+    pub family_active: bool,
+    /// False once the session ended.
+    pub session_active: bool,
+}
+
+/// The result of an atomic rotation attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RotateOutcome {
+    Rotated,
+    /// Another request rotated the token first.
+    LostRace,
+    /// The family or the session was revoked meanwhile.
+    Revoked,
+}
+
+/// A successful rotation's inputs.
+#[derive(Debug, Clone)]
+pub struct Rotation<'a> {
+    pub old_hash: &'a str,
+    pub new_hash: &'a str,
+    pub new_record: &'a RefreshRecord,
+    pub sealed_successor: &'a str,
+    pub now: i64,
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Records a new active session. `ttl` bounds how long it can live.
+    async fn create_session(
+        &self,
+        tenant: &str,
+        session: &SessionRecord,
+        ttl: u64,
+    ) -> Result<(), StoreError>;
+
+    /// The session if it is still active.
+    async fn get_session(
+        &self,
+        tenant: &str,
+        sid: &str,
+    ) -> Result<Option<SessionRecord>, StoreError>;
+
+    /// The user's active sessions, oldest first.
+    async fn list_user_sessions(
+        &self,
+        tenant: &str,
+        user_id: &str,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+
+    /// Updates `last_used_at` of an active session.
+    async fn touch_session(&self, tenant: &str, sid: &str, now: i64) -> Result<(), StoreError>;
+
+    /// Ends one session; its state lingers `linger` seconds so access tokens
+    /// of it get the right answer until they expire. Returns whether it was active.
+    async fn end_session(
+        &self,
+        tenant: &str,
+        sid: &str,
+        reason: EndReason,
+        linger: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Ends every active session of a user but `except`. Returns how many ended.
+    async fn end_user_sessions(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        except: Option<&str>,
+        reason: EndReason,
+        linger: u64,
+    ) -> Result<usize, StoreError>;
+
+    /// Stores the first token of a new family.
+    async fn start_family(
+        &self,
+        tenant: &str,
+        hash: &str,
+        record: &RefreshRecord,
+    ) -> Result<(), StoreError>;
+
+    /// Looks a refresh token up by its hash.
+    async fn get_refresh(
+        &self,
+        tenant: &str,
+        hash: &str,
+    ) -> Result<Option<RefreshEntry>, StoreError>;
+
+    /// Atomically replaces the family's current token: succeeds only if
+    /// `old_hash` is still current and the family and session are active.
+    async fn rotate_refresh(
+        &self,
+        tenant: &str,
+        rotation: Rotation<'_>,
+    ) -> Result<RotateOutcome, StoreError>;
+
+    /// Revokes a family; its tokens are refused from now on.
+    async fn revoke_family(&self, tenant: &str, family_id: &str) -> Result<(), StoreError>;
+
+    /// Denies one access token until it would have expired.
+    async fn deny_jti(&self, tenant: &str, jti: &str, ttl: u64) -> Result<(), StoreError>;
+
+    /// The deny-list, session, tenant and client state of an access token,
+    /// in one round trip.
+    async fn access_state(
+        &self,
+        tenant: &str,
+        jti: &str,
+        sid: Option<&str>,
+        client_id: &str,
+    ) -> Result<AccessState, StoreError>;
+
+    /// Marks a tenant suspended (or active again) for token checks.
+    async fn set_tenant_suspended(&self, tenant: &str, suspended: bool) -> Result<(), StoreError>;
+
+    /// Marks a client disabled (or enabled again) for token checks.
+    async fn set_client_disabled(
+        &self,
+        tenant: &str,
+        client_id: &str,
+        disabled: bool,
+    ) -> Result<(), StoreError>;
+
+    /// Removes every key of a deleted tenant.
+    async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError>;
+
+    /// Checks that the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
