@@ -275,6 +275,13 @@ impl AppError {
         )
     }
 
+    /// 403 naming the OAuth scope the token lacks.
+    pub fn insufficient_scope(scope: &str, detail: impl Into<String>) -> Self {
+        let mut e = Self::new(ErrorCode::InsufficientScope, detail);
+        e.scope = Some(scope.to_owned());
+        e
+    }
+
     pub fn oauth(code: ErrorCode, description: impl Into<String>) -> Self {
         Self::new(code, description).in_flavor(Flavor::OAuth)
     }

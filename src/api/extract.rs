@@ -109,11 +109,8 @@ impl TenantCaller {
     /// The user behind the token; client tokens have none.
     pub fn user_id(&self) -> Result<&str, AppError> {
         self.claims.user_id().ok_or_else(|| {
-            AppError::new(
-                ErrorCode::InsufficientScope,
-                "This endpoint needs a user's token",
-            )
-            .with_realm(&self.tenant.slug)
+            AppError::insufficient_scope("openid", "This endpoint needs a user's token")
+                .with_realm(&self.tenant.slug)
         })
     }
 }

@@ -37,11 +37,10 @@ struct UserInfo {
 async fn userinfo(state: web::Data<AppState>, caller: TenantCaller) -> AppResult<HttpResponse> {
     let user_id = caller.user_id()?;
     if !caller.claims.scope.split(' ').any(|s| s == "openid") {
-        return Err(AppError::new(
-            ErrorCode::InsufficientScope,
-            "userinfo needs the openid scope",
-        )
-        .with_realm(&caller.tenant.slug));
+        return Err(
+            AppError::insufficient_scope("openid", "userinfo needs the openid scope")
+                .with_realm(&caller.tenant.slug),
+        );
     }
     let user = users::get(&state, &caller.tenant.slug, user_id)
         .await

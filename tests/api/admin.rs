@@ -1,0 +1,344 @@
+//! The admin API of this stage: tenants, users, clients.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{USER_PASSWORD, assert_problem, json, slug, spawn_app, str_of};
+
+#[tokio::test]
+async fn tenants_are_created_with_defaults_listed_patched_and_deleted() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let t = slug("co");
+    let created = app
+        .create_tenant(
+            &admin,
+            &t,
+            json!({"access_token_ttl_seconds": 60, "signing_alg": "EdDSA"}),
+        )
+        .await;
+    assert_eq!(created["status"], "active");
+    assert_eq!(created["settings"]["access_token_ttl_seconds"], 60);
+    assert_eq!(created["settings"]["refresh_grace_seconds"], 10);
+    assert_eq!(created["settings"]["signing_alg"], "EdDSA");
+    assert_eq!(created["settings"]["password_min_length"], 12);
+
+    let res = app
+        .post_json(
+            "/admin/tenants",
+            &admin,
+            &json!({"slug": t, "name": "again"}),
+        )
+        .await;
+    assert_problem(res, StatusCode::CONFLICT, "conflict").await;
+    for bad in [
+        json!({"slug": "Bad_Slug", "name": "x"}),
+        json!({"slug": "ok-slug", "name": "x", "color": "red"}),
+        json!({"slug": "ok-slug", "name": "x", "settings": {"access_token_ttl_seconds": 0}}),
+        json!({"slug": "ok-slug", "name": "x", "settings": {"nonsense": 1}}),
+        json!({"slug": "ok-slug", "name": "x", "settings": {"signing_alg": "HS256"}}),
+    ] {
+        let res = app.post_json("/admin/tenants", &admin, &bad).await;
+        assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
+    }
+    let res = app
+        .post_json(
+            "/admin/tenants",
+            &admin,
+            &json!({"slug": "system", "name": "x"}),
+        )
+        .await;
+    assert_problem(res, StatusCode::CONFLICT, "conflict").await;
+
+    let page = json(app.get("/admin/tenants?limit=1", &admin).await).await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1));
+    let cursor = str_of(&page, "next_cursor");
+    let next = json(
+        app.get(&format!("/admin/tenants?limit=1&cursor={cursor}"), &admin)
+            .await,
+    )
+    .await;
+    assert_ne!(next["items"][0]["slug"], page["items"][0]["slug"]);
+
+    let res = app
+        .patch_json(
+            &format!("/admin/tenants/{t}"),
+            &admin,
+            &json!({"name": "Renamed", "settings": {"self_signup": true}}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let patched = json(res).await;
+    assert_eq!(patched["name"], "Renamed");
+    assert_eq!(patched["settings"]["self_signup"], true);
+    assert_eq!(
+        patched["settings"]["access_token_ttl_seconds"], 60,
+        "partial settings keep the rest"
+    );
+
+    let res = app
+        .http
+        .delete(app.url(&format!("/admin/tenants/{t}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = app.get(&format!("/admin/tenants/{t}"), &admin).await;
+    assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+#[tokio::test]
+async fn a_tenant_admin_may_rename_but_not_suspend_its_tenant() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (t, id, _) = app.tenant_with_user(&admin, json!({})).await;
+    let slug_t = t.clone();
+    app.state
+        .db
+        .run(move |c| latchkey::store::db::policies::assign_role(c, &slug_t, &id, "admin"))
+        .await
+        .expect("assign");
+    app.state.authz.reload(&t).await.expect("reload");
+    let tenant_admin = app
+        .login(&t, &format!("user@{t}.test"), USER_PASSWORD)
+        .await;
+    let token = str_of(&tenant_admin, "access_token");
+    assert_eq!(TestAppClaims::roles(token), vec!["admin".to_owned()]);
+    let res = app
+        .patch_json(
+            &format!("/admin/tenants/{t}"),
+            token,
+            &json!({"name": "Mine"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = app
+        .patch_json(
+            &format!("/admin/tenants/{t}"),
+            token,
+            &json!({"status": "suspended"}),
+        )
+        .await;
+    assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+    let res = app.get("/admin/tenants", token).await;
+    assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+}
+
+struct TestAppClaims;
+impl TestAppClaims {
+    fn roles(token: &str) -> Vec<String> {
+        crate::helpers::TestApp::claims_of(token).roles
+    }
+}
+
+#[tokio::test]
+async fn users_are_paginated_validated_and_deleted() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let t = slug("u");
+    app.create_tenant(&admin, &t, json!({})).await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(
+            app.create_user(&admin, &t, &format!("user{i}@example.com"))
+                .await,
+        );
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/admin/tenants/{t}/users?limit=2&cursor={c}"),
+            None => format!("/admin/tenants/{t}/users?limit=2"),
+        };
+        let page = json(app.get(&path, &admin).await).await;
+        for u in page["items"].as_array().expect("items") {
+            assert!(u.get("password_hash").is_none());
+            seen.push(str_of(u, "id").to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    let res = app
+        .get(&format!("/admin/tenants/{t}/users?limit=500"), &admin)
+        .await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
+
+    for (body, code) in [
+        (
+            json!({"email": "not an email", "password": USER_PASSWORD}),
+            "validation_failed",
+        ),
+        (
+            json!({"email": "a@example.com", "password": "short"}),
+            "weak_password",
+        ),
+        (
+            json!({"email": "a@example.com", "password": USER_PASSWORD, "role": "x"}),
+            "validation_failed",
+        ),
+        (json!({"email": "a@example.com"}), "validation_failed"),
+    ] {
+        let res = app
+            .post_json(&format!("/admin/tenants/{t}/users"), &admin, &body)
+            .await;
+        let problem = assert_problem(res, StatusCode::BAD_REQUEST, code).await;
+        assert!(!str_of(&problem, "detail").is_empty());
+    }
+    let res = app
+        .http
+        .post(app.url(&format!("/admin/tenants/{t}/users")))
+        .bearer_auth(&admin)
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .expect("request");
+    assert_problem(
+        res,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+    )
+    .await;
+
+    let id = &ids[0];
+    let res = app
+        .patch_json(
+            &format!("/admin/tenants/{t}/users/{id}"),
+            &admin,
+            &json!({"email": "renamed@example.com"}),
+        )
+        .await;
+    assert_eq!(json(res).await["email"], "renamed@example.com");
+    let res = app
+        .patch_json(
+            &format!("/admin/tenants/{t}/users/{id}"),
+            &admin,
+            &json!({"email": "user1@EXAMPLE.com"}),
+        )
+        .await;
+    assert_problem(res, StatusCode::CONFLICT, "conflict").await;
+    let res = app
+        .http
+        .delete(app.url(&format!("/admin/tenants/{t}/users/{id}")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = app
+        .get(&format!("/admin/tenants/{t}/users/{id}"), &admin)
+        .await;
+    assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
+}
+
+#[tokio::test]
+async fn a_client_secret_is_shown_once_and_grants_are_enforced() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (t, _, _) = app.tenant_with_user(&admin, json!({})).await;
+    let res = app
+        .post_json(
+            &format!("/admin/tenants/{t}/clients"),
+            &admin,
+            &json!({"name": "api", "type": "confidential", "grant_types": ["client_credentials"],
+                    "audience": ["https://api.example.com"], "client_id": "billing-api"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let created = json(res).await;
+    assert_eq!(created["client_id"], "billing-api");
+    let secret = str_of(&created, "client_secret").to_owned();
+    let fetched = json(
+        app.get(&format!("/admin/tenants/{t}/clients/billing-api"), &admin)
+            .await,
+    )
+    .await;
+    assert!(fetched.get("client_secret").is_none());
+    let list = json(
+        app.get(&format!("/admin/tenants/{t}/clients"), &admin)
+            .await,
+    )
+    .await;
+    let ids: Vec<&str> = list["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|c| str_of(c, "client_id"))
+        .collect();
+    assert_eq!(ids, vec!["admin-cli", "billing-api"]);
+
+    let res = app
+        .post_json(
+            &format!("/admin/tenants/{t}/clients"),
+            &admin,
+            &json!({"name": "dup", "type": "confidential", "grant_types": ["client_credentials"], "client_id": "billing-api"}),
+        )
+        .await;
+    assert_problem(res, StatusCode::CONFLICT, "conflict").await;
+    let res = app
+        .post_json(
+            &format!("/admin/tenants/{t}/clients"),
+            &admin,
+            &json!({"name": "bad", "type": "public", "grant_types": ["client_credentials"]}),
+        )
+        .await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
+
+    // The audience is the client's configured list.
+    let res = app
+        .token(
+            &t,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "billing-api"),
+                ("client_secret", &secret),
+            ],
+        )
+        .await;
+    let token = json(res).await;
+    let claims = crate::helpers::TestApp::claims_of(str_of(&token, "access_token"));
+    assert_eq!(
+        serde_json::to_value(&claims.aud).expect("aud"),
+        json!("https://api.example.com")
+    );
+    // A grant the client does not list is refused.
+    let res = app
+        .token(
+            &t,
+            &[
+                ("grant_type", "password"),
+                ("client_id", "billing-api"),
+                ("client_secret", &secret),
+                ("username", &format!("user@{t}.test")),
+                ("password", USER_PASSWORD),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json(res).await["code"], "unauthorized_client");
+
+    let res = app
+        .http
+        .delete(app.url(&format!("/admin/tenants/{t}/clients/billing-api")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = app
+        .token(
+            &t,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", "billing-api"),
+                ("client_secret", &secret),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}

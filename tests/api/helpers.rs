@@ -1,0 +1,306 @@
+//! Test harness: every test starts the real app on port 0 with its own
+//! database (a temp SQLite file, or a fresh PostgreSQL database when
+//! `LATCHKEY_TEST_DATABASE_URL` is set) and its own Redis key prefix (when
+//! `LATCHKEY_TEST_REDIS_URL` is set; otherwise the in-process store).
+
+use std::sync::Arc;
+
+use diesel::Connection;
+use diesel::connection::SimpleConnection;
+use latchkey::authn::tokens::{self, AccessClaims};
+use latchkey::state::AppState;
+use latchkey::{Application, Config};
+use reqwest::{Response, StatusCode};
+use serde_json::{Value, json};
+
+pub const ADMIN_EMAIL: &str = "root@platform.test";
+pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
+pub const USER_PASSWORD: &str = "purple monkey dishwasher lamp";
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub state: Arc<AppState>,
+    pub config: Config,
+    _dir: tempfile::TempDir,
+}
+
+/// A unique, valid tenant slug.
+pub fn slug(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}
+
+/// A database URL of its own for one test.
+fn fresh_database(dir: &std::path::Path) -> String {
+    match std::env::var("LATCHKEY_TEST_DATABASE_URL") {
+        Ok(admin_url) if !admin_url.is_empty() => {
+            let name = format!("latchkey_test_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = diesel::PgConnection::establish(&admin_url)
+                .expect("LATCHKEY_TEST_DATABASE_URL must reach PostgreSQL");
+            conn.batch_execute(&format!("CREATE DATABASE {name}"))
+                .expect("create test database");
+            let (base, _) = admin_url
+                .rsplit_once('/')
+                .expect("LATCHKEY_TEST_DATABASE_URL needs a database name");
+            format!("{base}/{name}")
+        }
+        _ => format!("sqlite://{}", dir.join("latchkey.db").display()),
+    }
+}
+
+/// The configuration a test app starts with.
+pub fn test_config(dir: &std::path::Path) -> Config {
+    let mut config = Config::default();
+    config.bind = "127.0.0.1:0".to_owned();
+    config.database_url = fresh_database(dir);
+    config.database_pool_size = 4;
+    config.data_dir = dir.display().to_string();
+    config.master_key = Some(latchkey::config::Secret::new(hex_key()));
+    config.bootstrap_admin_email = Some(ADMIN_EMAIL.to_owned());
+    config.bootstrap_admin_password = Some(latchkey::config::Secret::new(ADMIN_PASSWORD));
+    // Real argon2id, lighter parameters so the suite stays fast.
+    config.argon2_memory_kib = 4096;
+    config.argon2_iterations = 1;
+    config.workers = Some(1);
+    config.log = "warn".to_owned();
+    if let Ok(url) = std::env::var("LATCHKEY_TEST_REDIS_URL")
+        && !url.is_empty()
+    {
+        config.redis_url = Some(url);
+        config.redis_key_prefix = format!("lk-test-{}", uuid::Uuid::new_v4().simple());
+    }
+    config
+}
+
+fn hex_key() -> String {
+    let mut s = String::new();
+    for b in uuid::Uuid::new_v4()
+        .as_bytes()
+        .iter()
+        .chain(uuid::Uuid::new_v4().as_bytes())
+    {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    latchkey::telemetry::init("warn", latchkey::config::LogFormat::Text);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = test_config(dir.path());
+    adjust(&mut config);
+    let app = Application::build(config.clone())
+        .await
+        .expect("app builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let state = app.state();
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        base,
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("http client"),
+        state,
+        config,
+        _dir: dir,
+    }
+}
+
+/// Reads a JSON body, failing with the body text when it is not JSON.
+pub async fn json(res: Response) -> Value {
+    let text = res.text().await.expect("body");
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+/// Asserts a problem+json answer with this status and code; returns the body.
+pub async fn assert_problem(res: Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(res.status(), status, "unexpected status");
+    let ct = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = json(res).await;
+    assert_eq!(body["code"], code, "unexpected code in {body}");
+    assert_eq!(ct, "application/problem+json", "content type of {body}");
+    assert_eq!(body["status"], status.as_u16());
+    assert!(body["request_id"].as_str().is_some_and(|s| !s.is_empty()));
+    body
+}
+
+/// Asserts a 401 with the given code and its WWW-Authenticate; returns the header.
+pub async fn assert_unauthorized(res: Response, code: &str) -> String {
+    let www = res
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert_problem(res, StatusCode::UNAUTHORIZED, code).await;
+    www
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// POSTs a form to a tenant's token endpoint.
+    pub async fn token(&self, tenant: &str, form: &[(&str, &str)]) -> Response {
+        self.http
+            .post(self.url(&format!("/tenants/{tenant}/oauth/token")))
+            .form(form)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    /// Logs in through `admin-cli`; panics unless it succeeds.
+    pub async fn login(&self, tenant: &str, email: &str, password: &str) -> Value {
+        let res = self
+            .token(
+                tenant,
+                &[
+                    ("grant_type", "password"),
+                    ("client_id", "admin-cli"),
+                    ("username", email),
+                    ("password", password),
+                ],
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::OK, "login of {email} in {tenant}");
+        json(res).await
+    }
+
+    pub async fn admin_token(&self) -> String {
+        self.login("system", ADMIN_EMAIL, ADMIN_PASSWORD).await["access_token"]
+            .as_str()
+            .expect("access token")
+            .to_owned()
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: &Value,
+    ) -> Response {
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn post_json(&self, path: &str, token: &str, body: &Value) -> Response {
+        self.send_json(reqwest::Method::POST, path, token, body)
+            .await
+    }
+
+    pub async fn patch_json(&self, path: &str, token: &str, body: &Value) -> Response {
+        self.send_json(reqwest::Method::PATCH, path, token, body)
+            .await
+    }
+
+    /// Creates a tenant as the platform admin.
+    pub async fn create_tenant(&self, admin: &str, slug: &str, settings: Value) -> Value {
+        let res = self
+            .post_json(
+                "/admin/tenants",
+                admin,
+                &json!({"slug": slug, "name": format!("Tenant {slug}"), "settings": settings}),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED, "create tenant {slug}");
+        json(res).await
+    }
+
+    /// Creates a user; returns its id.
+    pub async fn create_user(&self, admin: &str, tenant: &str, email: &str) -> String {
+        let res = self
+            .post_json(
+                &format!("/admin/tenants/{tenant}/users"),
+                admin,
+                &json!({"email": email, "password": USER_PASSWORD}),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED, "create user {email}");
+        json(res).await["id"].as_str().expect("id").to_owned()
+    }
+
+    /// A fresh tenant with one user, logged in: (slug, user id, token response).
+    pub async fn tenant_with_user(&self, admin: &str, settings: Value) -> (String, String, Value) {
+        let t = slug("t");
+        self.create_tenant(admin, &t, settings).await;
+        let email = format!("user@{t}.test");
+        let id = self.create_user(admin, &t, &email).await;
+        let tokens = self.login(&t, &email, USER_PASSWORD).await;
+        (t, id, tokens)
+    }
+
+    /// Creates a confidential client; returns (client_id, secret).
+    pub async fn create_confidential_client(
+        &self,
+        admin: &str,
+        tenant: &str,
+        grants: &[&str],
+    ) -> (String, String) {
+        let res = self
+            .post_json(
+                &format!("/admin/tenants/{tenant}/clients"),
+                admin,
+                &json!({"name": "backend", "type": "confidential", "grant_types": grants}),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let body = json(res).await;
+        (
+            body["client_id"].as_str().expect("client_id").to_owned(),
+            body["client_secret"].as_str().expect("secret").to_owned(),
+        )
+    }
+
+    /// Signs arbitrary claims with a tenant's real active key (for tokens
+    /// the API would never issue: expired, not yet valid, ...).
+    pub async fn sign_as(&self, tenant: &str, claims: &AccessClaims) -> String {
+        let keys = self.state.keys.keys(tenant).await.expect("keys");
+        tokens::sign(keys.signing.as_ref().expect("signing key"), claims).expect("sign")
+    }
+
+    /// The claims of a token (no verification: for building variants).
+    pub fn claims_of(token: &str) -> AccessClaims {
+        use base64::Engine;
+        let payload = token.split('.').nth(1).expect("payload");
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("base64");
+        serde_json::from_slice(&bytes).expect("claims")
+    }
+}
+
+pub fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("{key} missing in {v}"))
+}

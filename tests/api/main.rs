@@ -1,0 +1,11 @@
+//! Black-box tests of latchkey through HTTP, one compiled binary.
+
+mod admin;
+mod errors;
+mod flow;
+mod helpers;
+mod isolation;
+mod jwks;
+mod refresh;
+mod revocation;
+mod store;

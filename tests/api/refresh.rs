@@ -1,0 +1,216 @@
+//! Refresh-token rotation: grace window, concurrency, reuse detection, client binding.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, assert_unauthorized, json, spawn_app, str_of};
+
+async fn refresh(app: &TestApp, t: &str, client_id: &str, token: &str) -> (StatusCode, Value) {
+    let res = app
+        .token(
+            t,
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", client_id),
+                ("refresh_token", token),
+            ],
+        )
+        .await;
+    let status = res.status();
+    (status, json(res).await)
+}
+
+#[tokio::test]
+async fn replay_within_the_grace_window_returns_the_same_successor_pair() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (t, _, tokens) = app
+        .tenant_with_user(&admin, json!({"refresh_grace_seconds": 30}))
+        .await;
+    let rt = str_of(&tokens, "refresh_token");
+    let (s1, first) = refresh(&app, &t, "admin-cli", rt).await;
+    let (s2, second) = refresh(&app, &t, "admin-cli", rt).await;
+    assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(first, second, "the replay answers the identical pair");
+    // The successor itself keeps working.
+    let (s3, third) = refresh(&app, &t, "admin-cli", str_of(&first, "refresh_token")).await;
+    assert_eq!(s3, StatusCode::OK);
+    assert_ne!(third["refresh_token"], first["refresh_token"]);
+}
+
+#[tokio::test]
+async fn concurrent_refreshes_with_one_token_get_the_same_successor() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (t, _, tokens) = app
+        .tenant_with_user(&admin, json!({"refresh_grace_seconds": 30}))
+        .await;
+    let rt = str_of(&tokens, "refresh_token").to_owned();
+    let attempts = (0..8).map(|_| refresh(&app, &t, "admin-cli", &rt));
+    let answers = futures_util::future::join_all(attempts).await;
+    let first = &answers[0];
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+        assert_eq!(
+            body, &first.1,
+            "every concurrent refresh answers the same pair"
+        );
+    }
+    let res = app
+        .get(
+            &format!("/tenants/{t}/oauth/userinfo"),
+            str_of(&first.1, "access_token"),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn replay_after_the_grace_window_revokes_the_family_and_is_audited() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (t, user_id, tokens) = app
+        .tenant_with_user(&admin, json!({"refresh_grace_seconds": 1}))
+        .await;
+    let stolen = str_of(&tokens, "refresh_token").to_owned();
+    let (status, successor) = refresh(&app, &t, "admin-cli", &stolen).await;
+    assert_eq!(status, StatusCode::OK);
+    // Let the 1-second grace window pass.
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (status, body) = refresh(&app, &t, "admin-cli", &stolen).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "invalid_grant");
+
+    // The legitimate holder's successor pair died with the family.
+    let res = app
+        .get(
+            &format!("/tenants/{t}/oauth/userinfo"),
+            str_of(&successor, "access_token"),
+        )
+        .await;
+    assert_unauthorized(res, "session_revoked").await;
+    let (status, body) = refresh(&app, &t, "admin-cli", str_of(&successor, "refresh_token")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["code"], "invalid_grant");
+
+    let slug = t.clone();
+    let events = app
+        .state
+        .db
+        .run(move |c| {
+            latchkey::store::db::audit::list(
+                c,
+                &slug,
+                Some("refresh_token.reuse_detected"),
+                None,
+                10,
+            )
+        })
+        .await
+        .expect("audit");
+    assert_eq!(events.items.len(), 1);
+    assert_eq!(events.items[0].target.as_deref(), Some(user_id.as_str()));
+}
+
+#[tokio::test]
+async fn an_older_token_is_reuse_even_inside_the_grace_window() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (t, _, tokens) = app
+        .tenant_with_user(&admin, json!({"refresh_grace_seconds": 60}))
+        .await;
+    let rt0 = str_of(&tokens, "refresh_token").to_owned();
+    let (_, one) = refresh(&app, &t, "admin-cli", &rt0).await;
+    let (status, two) = refresh(&app, &t, "admin-cli", str_of(&one, "refresh_token")).await;
+    assert_eq!(status, StatusCode::OK);
+    // rt0 is two generations old: its successor is no longer current.
+    let (status, body) = refresh(&app, &t, "admin-cli", &rt0).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["code"], "invalid_grant");
+    let (status, _) = refresh(&app, &t, "admin-cli", str_of(&two, "refresh_token")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "the family is revoked");
+}
+
+#[tokio::test]
+async fn a_refresh_token_of_one_client_is_invalid_grant_for_another() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (t, _, tokens) = app.tenant_with_user(&admin, json!({})).await;
+    let res = app
+        .post_json(
+            &format!("/admin/tenants/{t}/clients"),
+            &admin,
+            &json!({"name": "spa", "type": "public", "grant_types": ["password", "refresh_token"]}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let other = json(res).await;
+    let (status, body) = refresh(
+        &app,
+        &t,
+        str_of(&other, "client_id"),
+        str_of(&tokens, "refresh_token"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["code"], "invalid_grant");
+    // The rightful client can still use it.
+    let (status, _) = refresh(&app, &t, "admin-cli", str_of(&tokens, "refresh_token")).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_access_token_is_not_a_refresh_token() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (status, body) = refresh(&app, "system", "admin-cli", &admin).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["code"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn a_refresh_token_unused_past_the_idle_timeout_is_refused() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (t, _, tokens) = app
+        .tenant_with_user(&admin, json!({"refresh_idle_timeout_seconds": 1}))
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    let (status, body) = refresh(&app, &t, "admin-cli", str_of(&tokens, "refresh_token")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["code"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn refreshed_tokens_may_narrow_but_not_widen_the_scope() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (t, _, tokens) = app.tenant_with_user(&admin, json!({})).await;
+    let rt = str_of(&tokens, "refresh_token");
+    let res = app
+        .token(
+            &t,
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", "admin-cli"),
+                ("refresh_token", rt),
+                ("scope", "openid offline_access"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(json(res).await["code"], "invalid_scope");
+    let res = app
+        .token(
+            &t,
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", "admin-cli"),
+                ("refresh_token", rt),
+                ("scope", "openid"),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(json(res).await["scope"], "openid");
+}

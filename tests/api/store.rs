@@ -1,0 +1,428 @@
+//! One conformance suite for every `SessionStore`: the in-process store
+//! always, Redis when `LATCHKEY_TEST_REDIS_URL` is set.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use latchkey::store::session::{
+    AccessState, EndReason, MemoryStore, RedisStore, RefreshRecord, RefreshState, RotateOutcome,
+    Rotation, SessionRecord, SessionStore,
+};
+
+async fn stores() -> Vec<(&'static str, Arc<dyn SessionStore>)> {
+    let mut out: Vec<(&'static str, Arc<dyn SessionStore>)> =
+        vec![("memory", Arc::new(MemoryStore::new()))];
+    if let Ok(url) = std::env::var("LATCHKEY_TEST_REDIS_URL")
+        && !url.is_empty()
+    {
+        let prefix = format!("lk-store-{}", uuid::Uuid::new_v4().simple());
+        let redis = RedisStore::connect(&url, &prefix, Duration::from_secs(2))
+            .await
+            .expect("redis");
+        out.push(("redis", Arc::new(redis)));
+    }
+    out
+}
+
+fn session(user: &str) -> SessionRecord {
+    let now = chrono::Utc::now().timestamp();
+    SessionRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: user.to_owned(),
+        client_id: "admin-cli".to_owned(),
+        created_at: now,
+        last_used_at: now,
+        ip: Some("127.0.0.1".to_owned()),
+        user_agent: None,
+    }
+}
+
+fn record(s: &SessionRecord) -> RefreshRecord {
+    let now = chrono::Utc::now().timestamp();
+    RefreshRecord {
+        family_id: uuid::Uuid::new_v4().to_string(),
+        session_id: s.id.clone(),
+        client_id: s.client_id.clone(),
+        user_id: s.user_id.clone(),
+        expires_at: now + 600,
+        family_expires_at: now + 3600,
+        scope: "openid".to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn sessions_are_created_listed_touched_and_ended() {
+    for (name, store) in stores().await {
+        let a = session("u1");
+        let b = session("u1");
+        store.create_session("t1", &a, 60).await.expect("create");
+        store.create_session("t1", &b, 60).await.expect("create");
+        assert_eq!(
+            store.get_session("t1", &a.id).await.expect("get"),
+            Some(a.clone()),
+            "{name}"
+        );
+        assert_eq!(
+            store.get_session("t2", &a.id).await.expect("get"),
+            None,
+            "{name}: tenants are apart"
+        );
+        assert_eq!(
+            store
+                .list_user_sessions("t1", "u1")
+                .await
+                .expect("list")
+                .len(),
+            2,
+            "{name}"
+        );
+        store
+            .touch_session("t1", &a.id, a.last_used_at + 5)
+            .await
+            .expect("touch");
+        let touched = store
+            .get_session("t1", &a.id)
+            .await
+            .expect("get")
+            .expect("session");
+        assert_eq!(touched.last_used_at, a.last_used_at + 5, "{name}");
+
+        assert_eq!(
+            store
+                .access_state("t1", "j1", Some(&a.id), "admin-cli")
+                .await
+                .expect("state"),
+            AccessState::Active
+        );
+        assert!(
+            store
+                .end_session("t1", &a.id, EndReason::Revoked, 60)
+                .await
+                .expect("end"),
+            "{name}"
+        );
+        assert!(
+            !store
+                .end_session("t1", &a.id, EndReason::Revoked, 60)
+                .await
+                .expect("end"),
+            "{name}: only once"
+        );
+        assert_eq!(
+            store
+                .access_state("t1", "j1", Some(&a.id), "admin-cli")
+                .await
+                .expect("state"),
+            AccessState::Revoked,
+            "{name}"
+        );
+        assert_eq!(store.get_session("t1", &a.id).await.expect("get"), None);
+        let listed = store.list_user_sessions("t1", "u1").await.expect("list");
+        assert_eq!(
+            listed.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+            vec![b.id.clone()],
+            "{name}"
+        );
+
+        assert_eq!(
+            store
+                .end_user_sessions("t1", "u1", None, EndReason::Disabled, 60)
+                .await
+                .expect("end all"),
+            1,
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .access_state("t1", "j1", Some(&b.id), "admin-cli")
+                .await
+                .expect("state"),
+            AccessState::Disabled,
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .access_state("t1", "j1", Some("never-existed"), "admin-cli")
+                .await
+                .expect("state"),
+            AccessState::Revoked
+        );
+    }
+}
+
+#[tokio::test]
+async fn ending_every_session_but_one_keeps_that_one() {
+    for (name, store) in stores().await {
+        let keep = session("u2");
+        let other = session("u2");
+        store.create_session("t", &keep, 60).await.expect("create");
+        store.create_session("t", &other, 60).await.expect("create");
+        let n = store
+            .end_user_sessions("t", "u2", Some(&keep.id), EndReason::Revoked, 60)
+            .await
+            .expect("end");
+        assert_eq!(n, 1, "{name}");
+        assert!(
+            store
+                .get_session("t", &keep.id)
+                .await
+                .expect("get")
+                .is_some(),
+            "{name}"
+        );
+        assert!(
+            store
+                .get_session("t", &other.id)
+                .await
+                .expect("get")
+                .is_none(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn rotation_is_compare_and_swap_and_revocation_stops_it() {
+    for (name, store) in stores().await {
+        let s = session("u3");
+        store.create_session("t", &s, 60).await.expect("create");
+        let r = record(&s);
+        store.start_family("t", "h0", &r).await.expect("start");
+        let entry = store
+            .get_refresh("t", "h0")
+            .await
+            .expect("get")
+            .expect("entry");
+        assert_eq!(entry.state, RefreshState::Current, "{name}");
+        assert!(entry.family_active && entry.session_active);
+        assert_eq!(entry.record, r);
+
+        let rotate = |old: &'static str, new: &'static str| Rotation {
+            old_hash: old,
+            new_hash: new,
+            new_record: &r,
+            sealed_successor: "sealed",
+            now: 1000,
+        };
+        assert_eq!(
+            store
+                .rotate_refresh("t", rotate("h0", "h1"))
+                .await
+                .expect("rotate"),
+            RotateOutcome::Rotated,
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .rotate_refresh("t", rotate("h0", "hx"))
+                .await
+                .expect("rotate"),
+            RotateOutcome::LostRace,
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .rotate_refresh("t", rotate("nope", "hy"))
+                .await
+                .expect("rotate"),
+            RotateOutcome::LostRace,
+            "{name}"
+        );
+        match store
+            .get_refresh("t", "h0")
+            .await
+            .expect("get")
+            .expect("entry")
+            .state
+        {
+            RefreshState::Rotated {
+                rotated_at,
+                successor_is_current,
+                sealed_successor,
+            } => {
+                assert_eq!(rotated_at, 1000, "{name}");
+                assert!(successor_is_current, "{name}");
+                assert_eq!(sealed_successor.as_deref(), Some("sealed"));
+            }
+            other => panic!("{name}: expected rotated, got {other:?}"),
+        }
+        assert_eq!(
+            store
+                .rotate_refresh("t", rotate("h1", "h2"))
+                .await
+                .expect("rotate"),
+            RotateOutcome::Rotated
+        );
+        match store
+            .get_refresh("t", "h0")
+            .await
+            .expect("get")
+            .expect("entry")
+            .state
+        {
+            RefreshState::Rotated {
+                successor_is_current,
+                ..
+            } => assert!(!successor_is_current, "{name}"),
+            other => panic!("{name}: {other:?}"),
+        }
+        store
+            .revoke_family("t", &r.family_id)
+            .await
+            .expect("revoke");
+        assert!(
+            !store
+                .get_refresh("t", "h2")
+                .await
+                .expect("get")
+                .expect("entry")
+                .family_active,
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .rotate_refresh("t", rotate("h2", "h3"))
+                .await
+                .expect("rotate"),
+            RotateOutcome::Revoked,
+            "{name}"
+        );
+        assert!(
+            store
+                .get_refresh("other", "h2")
+                .await
+                .expect("get")
+                .is_none(),
+            "{name}: tenants are apart"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_denied_jti_expires_with_its_ttl() {
+    for (name, store) in stores().await {
+        store.deny_jti("t", "jti-1", 1).await.expect("deny");
+        assert_eq!(
+            store
+                .access_state("t", "jti-1", None, "c")
+                .await
+                .expect("state"),
+            AccessState::Revoked,
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .access_state("t", "jti-2", None, "c")
+                .await
+                .expect("state"),
+            AccessState::Active,
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .access_state("u", "jti-1", None, "c")
+                .await
+                .expect("state"),
+            AccessState::Active,
+            "{name}"
+        );
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(
+            store
+                .access_state("t", "jti-1", None, "c")
+                .await
+                .expect("state"),
+            AccessState::Active,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn suspended_tenants_and_disabled_clients_are_disabled_until_cleared() {
+    for (name, store) in stores().await {
+        store
+            .set_tenant_suspended("t", true)
+            .await
+            .expect("suspend");
+        assert_eq!(
+            store
+                .access_state("t", "j", None, "c")
+                .await
+                .expect("state"),
+            AccessState::Disabled,
+            "{name}"
+        );
+        store
+            .set_tenant_suspended("t", false)
+            .await
+            .expect("activate");
+        assert_eq!(
+            store
+                .access_state("t", "j", None, "c")
+                .await
+                .expect("state"),
+            AccessState::Active,
+            "{name}"
+        );
+        store
+            .set_client_disabled("t", "c", true)
+            .await
+            .expect("disable");
+        assert_eq!(
+            store
+                .access_state("t", "j", None, "c")
+                .await
+                .expect("state"),
+            AccessState::Disabled,
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .access_state("t", "j", None, "d")
+                .await
+                .expect("state"),
+            AccessState::Active,
+            "{name}"
+        );
+        store
+            .set_client_disabled("t", "c", false)
+            .await
+            .expect("enable");
+        assert_eq!(
+            store
+                .access_state("t", "j", None, "c")
+                .await
+                .expect("state"),
+            AccessState::Active,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn purging_a_tenant_removes_its_state_only() {
+    for (name, store) in stores().await {
+        let s = session("u4");
+        store.create_session("gone", &s, 60).await.expect("create");
+        store.create_session("kept", &s, 60).await.expect("create");
+        store.purge_tenant("gone").await.expect("purge");
+        assert!(
+            store
+                .get_session("gone", &s.id)
+                .await
+                .expect("get")
+                .is_none(),
+            "{name}"
+        );
+        assert!(
+            store
+                .get_session("kept", &s.id)
+                .await
+                .expect("get")
+                .is_some(),
+            "{name}"
+        );
+        store.ping().await.expect("ping");
+    }
+}
