@@ -159,7 +159,7 @@ pub async fn delete(state: &AppState, tenant: &Tenant, id: &str, origin: &Origin
         .db
         .transaction(move |c| {
             users::delete(c, &slug, &uid)?;
-            crate::store::db::policies::delete_rules(c, &slug, "g", &[uid.clone()])?;
+            crate::store::db::policies::delete_rules(c, &slug, "g", std::slice::from_ref(&uid))?;
             Ok(())
         })
         .await?;

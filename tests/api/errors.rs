@@ -263,7 +263,8 @@ async fn bad_client_credentials_are_401_invalid_client_with_basic_challenge() {
 #[tokio::test]
 async fn token_endpoint_rejects_bad_requests_with_rfc_6749_bodies() {
     let app = spawn_app().await;
-    let cases: Vec<(Vec<(&str, &str)>, StatusCode, &str)> = vec![
+    type Form<'a> = Vec<(&'a str, &'a str)>;
+    let cases: Vec<(Form, StatusCode, &str)> = vec![
         (
             vec![("client_id", "admin-cli")],
             StatusCode::BAD_REQUEST,

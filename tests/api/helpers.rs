@@ -65,7 +65,7 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.argon2_memory_kib = 4096;
     config.argon2_iterations = 1;
     config.workers = Some(1);
-    config.log = "warn".to_owned();
+    config.log = "error".to_owned();
     if let Ok(url) = std::env::var("LATCHKEY_TEST_REDIS_URL")
         && !url.is_empty()
     {
@@ -92,7 +92,7 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
-    latchkey::telemetry::init("warn", latchkey::config::LogFormat::Text);
+    latchkey::telemetry::init("error", latchkey::config::LogFormat::Text);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = test_config(dir.path());
     adjust(&mut config);

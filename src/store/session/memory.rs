@@ -73,7 +73,7 @@ impl Inner {
     /// Drops expired entries now and then, so memory stays bounded.
     fn after_write(&mut self) {
         self.writes += 1;
-        if self.writes % 4096 != 0 {
+        if !self.writes.is_multiple_of(4096) {
             return;
         }
         let now = Instant::now();
