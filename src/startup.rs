@@ -47,13 +47,16 @@ fn master_key(config: &Config, backend: Backend) -> anyhow::Result<MasterKey> {
 
 /// Connects the stores and builds the shared state (no listener).
 pub async fn build_state(config: Config, public_url: String) -> anyhow::Result<Arc<AppState>> {
+    let backend = Backend::from_url(&config.database_url)
+        .map_err(|e| anyhow::anyhow!("LATCHKEY_DATABASE_URL: {e}"))?;
+    // Checked before connecting: a missing key is a configuration error, not an outage.
+    let master = master_key(&config, backend)?;
     let db = Db::connect(&config.database_url, config.database_pool_size)
         .context("LATCHKEY_DATABASE_URL: cannot connect")?;
     let applied = db.migrate().context("database migration failed")?;
     if applied > 0 {
         tracing::info!(applied, "database migrations applied");
     }
-    let master = master_key(&config, db.backend())?;
     let timeout = Duration::from_millis(config.store_timeout_ms);
     let sessions: Arc<dyn SessionStore> = match &config.redis_url {
         Some(url) => Arc::new(

@@ -71,6 +71,12 @@ end
 return out
 ";
 
+/// Updates `last_used_at` of a session that still exists (never re-creates it).
+const TOUCH: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'last_used_at', ARGV[1]) end
+return 1
+";
+
 /// Sessions and tokens in Redis, shared by every instance.
 pub struct RedisStore {
     conn: ConnectionManager,
@@ -80,6 +86,7 @@ pub struct RedisStore {
     rotate: Script,
     end_sessions: Script,
     list_sessions: Script,
+    touch: Script,
 }
 
 fn unavailable(e: impl Into<anyhow::Error>) -> StoreError {
@@ -109,6 +116,7 @@ impl RedisStore {
             rotate: Script::new(ROTATE),
             end_sessions: Script::new(END_SESSIONS),
             list_sessions: Script::new(LIST_SESSIONS),
+            touch: Script::new(TOUCH),
         })
     }
 
@@ -261,13 +269,8 @@ impl SessionStore for RedisStore {
 
     async fn touch_session(&self, tenant: &str, sid: &str, now: i64) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let key = self.key(tenant, "sess", sid);
-        // HSETEX would be neater; a missing session must not be re-created.
-        let script = Script::new(
-            "if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'last_used_at', ARGV[1]) end return 1",
-        );
-        let mut inv = script.prepare_invoke();
-        inv.key(key).arg(now);
+        let mut inv = self.touch.prepare_invoke();
+        inv.key(self.key(tenant, "sess", sid)).arg(now);
         self.call(inv.invoke_async::<i64>(&mut conn)).await?;
         Ok(())
     }
