@@ -84,6 +84,11 @@ pub struct Config {
     pub workers: Option<usize>,
     /// How long a graceful shutdown waits for in-flight requests.
     pub shutdown_timeout_seconds: u64,
+    /// A new signing key is published this long before it signs, so JWKS
+    /// caches (max-age 300 s) learn it first.
+    pub key_activation_delay_seconds: u64,
+    /// Signing keys older than this are rotated automatically; 0 turns it off.
+    pub key_rotation_days: u64,
 }
 
 impl Default for Config {
@@ -108,6 +113,8 @@ impl Default for Config {
             argon2_parallelism: 1,
             workers: None,
             shutdown_timeout_seconds: 30,
+            key_activation_delay_seconds: 300,
+            key_rotation_days: 90,
         }
     }
 }
@@ -148,6 +155,8 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("LATCHKEY_ARGON2_PARALLELISM", false),
     ("LATCHKEY_WORKERS", false),
     ("LATCHKEY_SHUTDOWN_TIMEOUT_SECONDS", false),
+    ("LATCHKEY_KEY_ACTIVATION_DELAY_SECONDS", false),
+    ("LATCHKEY_KEY_ROTATION_DAYS", false),
 ];
 
 fn parse_num<T: std::str::FromStr>(variable: &str, raw: &str) -> Result<T, ConfigError>
@@ -244,6 +253,10 @@ impl Config {
             "LATCHKEY_SHUTDOWN_TIMEOUT_SECONDS" => {
                 self.shutdown_timeout_seconds = parse_num(variable, raw)?
             }
+            "LATCHKEY_KEY_ACTIVATION_DELAY_SECONDS" => {
+                self.key_activation_delay_seconds = parse_num(variable, raw)?
+            }
+            "LATCHKEY_KEY_ROTATION_DAYS" => self.key_rotation_days = parse_num(variable, raw)?,
             _ => {}
         }
         Ok(())
@@ -308,6 +321,15 @@ impl Config {
                 format!("argon2 parameters: {e}"),
             )
         })?;
+        if self.key_activation_delay_seconds > 86_400 {
+            return Err(bad(
+                "LATCHKEY_KEY_ACTIVATION_DELAY_SECONDS",
+                "at most 86400",
+            ));
+        }
+        if self.key_rotation_days > 3650 {
+            return Err(bad("LATCHKEY_KEY_ROTATION_DAYS", "at most 3650"));
+        }
         if self.workers == Some(0) {
             return Err(bad("LATCHKEY_WORKERS", "must be at least 1"));
         }

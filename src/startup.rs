@@ -108,6 +108,19 @@ impl Application {
                 None => tracing::info!(email = %done.email, "created the platform admin"),
             }
         }
+        if let Some(url) = &state.config.redis_url {
+            let follower = Arc::downgrade(&state);
+            crate::store::session::spawn_change_listener(
+                url.clone(),
+                state.config.redis_key_prefix.clone(),
+                Arc::new(move |message: &str| {
+                    if let Some(state) = follower.upgrade() {
+                        state.apply_change(message);
+                    }
+                }),
+            );
+        }
+        crate::service::keys::spawn_rotation(state.clone());
         bootstrap::sync_suspended_tenants(&state)
             .await
             .map_err(|e| anyhow::anyhow!("syncing suspended tenants: {e}"))?;
@@ -121,8 +134,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(data.clone())
-                .app_data(api::json_config())
-                .app_data(api::query_config())
+                .app_data(api::payload_config())
                 .app_data(api::path_config())
                 .configure(api::configure)
                 .default_service(web::to(api::not_found))

@@ -15,6 +15,27 @@ use crate::store::db::Db;
 use crate::store::db::tenants::{self, Tenant};
 use crate::store::session::SessionStore;
 
+/// A change other instances must learn about, so they drop what they cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Roles, permissions or assignments of a tenant.
+    Policy(String),
+    /// Signing keys of a tenant.
+    Keys(String),
+    /// A tenant's name, status or settings.
+    Tenant(String),
+}
+
+impl Change {
+    fn message(&self) -> String {
+        match self {
+            Self::Policy(t) => format!("policy:{t}"),
+            Self::Keys(t) => format!("keys:{t}"),
+            Self::Tenant(t) => format!("tenant:{t}"),
+        }
+    }
+}
+
 /// How long a tenant read from the database is reused by this instance.
 const TENANT_CACHE_TTL: Duration = Duration::from_secs(2);
 
@@ -70,6 +91,29 @@ impl AppState {
     /// Drops a tenant from the cache after it changed.
     pub fn forget_tenant(&self, slug: &str) {
         self.tenants.write().remove(slug);
+    }
+
+    /// Applies a change here at once and tells every other instance.
+    pub async fn changed(&self, change: Change) -> Result<(), StoreError> {
+        let message = change.message();
+        self.apply_change(&message);
+        self.sessions.publish_change(&message).await
+    }
+
+    /// Drops what a change makes stale; `*` drops everything (after a
+    /// reconnect, when messages may have been missed).
+    pub fn apply_change(&self, message: &str) {
+        match message.split_once(':') {
+            Some(("policy", t)) => self.authz.forget(t),
+            Some(("keys", t)) => self.keys.forget(t),
+            Some(("tenant", t)) => self.forget_tenant(t),
+            _ if message == "*" => {
+                self.authz.forget_all();
+                self.keys.forget_all();
+                self.tenants.write().clear();
+            }
+            _ => tracing::debug!(message, "unknown change message"),
+        }
     }
 
     pub fn issuer(&self, tenant: &str) -> String {

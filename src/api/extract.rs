@@ -158,6 +158,13 @@ permissions! {
     ClientsWrite => "clients":"write",
     TenantRead => "tenant":"read",
     TenantWrite => "tenant":"write",
+    RolesRead => "roles":"read",
+    RolesWrite => "roles":"write",
+    KeysRead => "keys":"read",
+    KeysWrite => "keys":"write",
+    AuditRead => "audit":"read",
+    SessionsRead => "sessions":"read",
+    SessionsWrite => "sessions":"write",
 }
 
 /// An authenticated admin caller, before any permission check.

@@ -5,9 +5,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
 
 use super::extract::{TenantCaller, app_state, origin, realm};
-use super::{no_content, resource, rfc3339};
+use super::{no_content, resource};
+use crate::api::Json;
 use crate::config::Secret;
 use crate::error::{AppError, AppResult, ErrorCode};
+use crate::service::sessions::SessionView;
 use crate::service::{auth, users};
 use crate::state::AppState;
 use crate::store::session::EndReason;
@@ -104,23 +106,6 @@ async fn logout(
 }
 
 #[derive(Serialize)]
-struct SessionView {
-    id: String,
-    client_id: String,
-    created_at: String,
-    last_used_at: String,
-    ip: Option<String>,
-    user_agent: Option<String>,
-    current: bool,
-}
-
-fn unix_rfc3339(t: i64) -> String {
-    chrono::DateTime::from_timestamp(t, 0)
-        .map(|d| rfc3339(d.naive_utc()))
-        .unwrap_or_default()
-}
-
-#[derive(Serialize)]
 struct SessionList {
     items: Vec<SessionView>,
     next_cursor: Option<String>,
@@ -139,15 +124,7 @@ async fn list_sessions(
     let current = caller.claims.sid.as_deref();
     let items = sessions
         .into_iter()
-        .map(|s| SessionView {
-            current: Some(s.id.as_str()) == current,
-            created_at: unix_rfc3339(s.created_at),
-            last_used_at: unix_rfc3339(s.last_used_at),
-            id: s.id,
-            client_id: s.client_id,
-            ip: s.ip,
-            user_agent: s.user_agent,
-        })
+        .map(|s| SessionView::new(s, current))
         .collect();
     Ok(HttpResponse::Ok().json(SessionList {
         items,
@@ -201,8 +178,9 @@ async fn change_password(
     req: HttpRequest,
     state: web::Data<AppState>,
     caller: TenantCaller,
-    body: web::Json<PasswordChange>,
+    body: Json<PasswordChange>,
 ) -> AppResult<HttpResponse> {
+    let body = body.into_inner()?;
     let origin = origin(&req, Some(&caller.claims.sub));
     auth::change_password(
         &state,
@@ -225,7 +203,7 @@ struct SignupBody {
 }
 
 /// Self sign-up, when the tenant allows it.
-async fn signup(req: HttpRequest, body: web::Json<SignupBody>) -> AppResult<HttpResponse> {
+async fn signup(req: HttpRequest, body: Json<SignupBody>) -> AppResult<HttpResponse> {
     let state = app_state(&req)?;
     let slug = realm(&req);
     let tenant = state.tenant(&slug).await.map_err(|e| match e {
@@ -239,7 +217,7 @@ async fn signup(req: HttpRequest, body: web::Json<SignupBody>) -> AppResult<Http
         )
         .with_realm(&slug));
     }
-    let body = body.into_inner();
+    let body = body.into_inner()?;
     let user = users::create(
         &state,
         &tenant,

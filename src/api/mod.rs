@@ -1,51 +1,99 @@
 //! The HTTP edge: parse, authenticate, authorize, call a service, answer.
 
 pub mod admin;
+pub mod authz;
 pub mod extract;
 pub mod me;
 pub mod oauth;
 pub mod ops;
 pub mod wellknown;
 
-use actix_web::error::{JsonPayloadError, QueryPayloadError};
-use actix_web::{HttpRequest, HttpResponse, Route, web};
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::error::PayloadError;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpRequest, HttpResponse, Route, web};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{AppError, ErrorCode};
+use crate::error::{AppError, AppResult, ErrorCode};
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-/// Maps JSON body failures to 400/413/415 problem documents.
-pub fn json_config() -> web::JsonConfig {
-    web::JsonConfig::default()
-        .limit(BODY_LIMIT)
-        .error_handler(|err, req| {
-            let realm = extract::realm(req);
-            let e = match &err {
-                JsonPayloadError::ContentType => AppError::new(
-                    ErrorCode::UnsupportedMediaType,
-                    "The body must be application/json",
-                ),
-                JsonPayloadError::Overflow { .. }
-                | JsonPayloadError::OverflowKnownLength { .. } => AppError::new(
-                    ErrorCode::PayloadTooLarge,
-                    format!("The body is larger than {BODY_LIMIT} bytes"),
-                ),
-                JsonPayloadError::Deserialize(e) => AppError::validation("body", e),
-                other => AppError::validation("body", other),
-            };
-            e.with_realm(&realm).into()
-        })
+/// Caps every request body.
+pub fn payload_config() -> web::PayloadConfig {
+    web::PayloadConfig::new(BODY_LIMIT)
 }
 
-/// Maps query-string failures to 400.
-pub fn query_config() -> web::QueryConfig {
-    web::QueryConfig::default().error_handler(|err: QueryPayloadError, req| {
-        AppError::validation("query", err)
-            .with_realm(&extract::realm(req))
-            .into()
-    })
+/// A JSON body whose problems are reported only when the handler asks for
+/// it ([`Json::into_inner`]), that is after authentication and authorization:
+/// actix polls a handler's extractors together, and a bad body must never
+/// answer before "who are you?" and "you may not" have been asked.
+pub struct Json<T>(AppResult<T>);
+
+impl<T> Json<T> {
+    pub fn into_inner(self) -> AppResult<T> {
+        self.0
+    }
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = AppError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, AppError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let realm = extract::realm(req);
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| m.trim().to_ascii_lowercase())
+            .is_some_and(|m| m == "application/json" || m.ends_with("+json"));
+        let bytes = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            let parsed = match bytes.await {
+                _ if !is_json => Err(AppError::new(
+                    ErrorCode::UnsupportedMediaType,
+                    "The body must be application/json",
+                )),
+                Ok(body) => {
+                    serde_json::from_slice::<T>(&body).map_err(|e| AppError::validation("body", e))
+                }
+                Err(e) if matches!(e.as_error::<PayloadError>(), Some(PayloadError::Overflow)) => {
+                    Err(AppError::new(
+                        ErrorCode::PayloadTooLarge,
+                        format!("The body is larger than {BODY_LIMIT} bytes"),
+                    ))
+                }
+                Err(e) => Err(AppError::validation("body", e)),
+            };
+            Ok(Json(parsed.map_err(|e| e.with_realm(&realm))))
+        })
+    }
+}
+
+/// A query string, deferred like [`Json`].
+pub struct Query<T>(AppResult<T>);
+
+impl<T> Query<T> {
+    pub fn into_inner(self) -> AppResult<T> {
+        self.0
+    }
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for Query<T> {
+    type Error = AppError;
+    type Future = std::future::Ready<Result<Self, AppError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let parsed = serde_urlencoded::from_str::<T>(req.query_string())
+            .map_err(|e| AppError::validation("query", e).with_realm(&extract::realm(req)));
+        std::future::ready(Ok(Query(parsed)))
+    }
 }
 
 /// Path segments that do not parse are unknown resources.
@@ -118,6 +166,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     wellknown::configure(cfg);
     oauth::configure(cfg);
     me::configure(cfg);
+    authz::configure(cfg);
     admin::configure(cfg);
 }
 

@@ -306,6 +306,40 @@ pub struct TenantKeys {
     pub verifying: HashMap<String, VerifyingKey>,
     pub jwks: Vec<Jwk>,
     loaded_at: Instant,
+    /// The cache must be re-read by then: its TTL, or the next time a key
+    /// starts or stops signing.
+    valid_until: Instant,
+}
+
+/// Publishes a new key at once; it signs from `now + delay`. The tenant's
+/// current keys sign until then and stay published until every token they
+/// signed has expired (`max_token_life` after they stop signing, plus the
+/// cache TTL of other instances). Runs in the caller's transaction.
+pub fn rotate(
+    conn: &mut DbConnection,
+    master: &MasterKey,
+    tenant: &str,
+    alg: SigningAlg,
+    delay: chrono::Duration,
+    max_token_life: chrono::Duration,
+) -> Result<String, StoreError> {
+    lock_tenant_keys(conn, tenant)?;
+    let activates = crate::store::db::now() + delay;
+    let cache = chrono::Duration::seconds(CACHE_TTL.as_secs() as i64);
+    key_rows::retire_active(conn, tenant, activates, activates + cache + max_token_life)?;
+    create_key(conn, master, tenant, alg, activates)
+}
+
+/// Serialises key rotations of one tenant across instances (PostgreSQL);
+/// SQLite has a single writer already.
+pub fn lock_tenant_keys(conn: &mut DbConnection, tenant: &str) -> Result<(), StoreError> {
+    use diesel::RunQueryDsl;
+    if let DbConnection::Postgres(pg) = conn {
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind::<diesel::sql_types::Text, _>(format!("latchkey-keys:{tenant}"))
+            .execute(pg)?;
+    }
+    Ok(())
 }
 
 /// Creates a new key for the tenant inside the caller's transaction.
@@ -367,7 +401,7 @@ impl KeyRing {
     /// The tenant's keys, from cache while fresh.
     pub async fn keys(&self, tenant: &str) -> Result<Arc<TenantKeys>, StoreError> {
         if let Some(k) = self.cache.read().get(tenant)
-            && k.loaded_at.elapsed() < CACHE_TTL
+            && Instant::now() < k.valid_until
         {
             return Ok(k.clone());
         }
@@ -388,6 +422,11 @@ impl KeyRing {
         self.cache.write().remove(tenant);
     }
 
+    /// Drops every cached key set.
+    pub fn forget_all(&self) {
+        self.cache.write().clear();
+    }
+
     async fn reload(&self, tenant: &str) -> Result<Arc<TenantKeys>, StoreError> {
         let tenant_owned = tenant.to_owned();
         let now = crate::store::db::now();
@@ -398,6 +437,24 @@ impl KeyRing {
         let mut verifying = HashMap::new();
         let mut jwks = Vec::new();
         let mut signing = None;
+        // The signer: the most recently activated key not yet retired.
+        let signer = rows
+            .iter()
+            .filter(|r| r.activates_at <= now && r.retired_at.is_none_or(|t| t > now))
+            .max_by_key(|r| (r.activates_at, r.created_at))
+            .map(|r| r.kid.clone());
+        let next_event = rows
+            .iter()
+            .flat_map(|r| [Some(r.activates_at), r.retired_at])
+            .flatten()
+            .filter(|t| *t > now)
+            .min();
+        let mut valid_until = Instant::now() + CACHE_TTL;
+        if let Some(next) = next_event
+            && let Ok(wait) = (next - now).to_std()
+        {
+            valid_until = valid_until.min(Instant::now() + wait);
+        }
         for row in &rows {
             let Some(alg) = SigningAlg::parse(&row.alg) else {
                 continue;
@@ -412,8 +469,7 @@ impl KeyRing {
                 },
             );
             jwks.push(jwk);
-            // Rows come newest first: the first active, activated key signs.
-            if signing.is_none() && row.status == "active" && row.activates_at <= now {
+            if signer.as_deref() == Some(row.kid.as_str()) {
                 let der = self
                     .master
                     .open(&row.private_key, &row.kid)
@@ -431,6 +487,7 @@ impl KeyRing {
             verifying,
             jwks,
             loaded_at: Instant::now(),
+            valid_until,
         });
         self.cache.write().insert(tenant.to_owned(), keys.clone());
         Ok(keys)

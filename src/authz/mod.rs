@@ -10,7 +10,7 @@ pub mod adapter;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use casbin::{CoreApi, DefaultModel, Enforcer};
+use casbin::{CoreApi, DefaultModel, Enforcer, MgmtApi};
 use parking_lot::RwLock;
 
 use crate::domain::SYSTEM_TENANT;
@@ -91,21 +91,144 @@ pub fn seed_builtin_roles(conn: &mut DbConnection, tenant: &str) -> Result<(), S
     Ok(())
 }
 
+/// One tenant's loaded policy: the Casbin enforcer that decides, and the
+/// same rules indexed for `roles` and `matched` answers.
+pub struct TenantPolicy {
+    enforcer: Enforcer,
+    roles_by_user: HashMap<String, Vec<String>>,
+    perms_by_role: HashMap<String, Vec<(String, String)>>,
+}
+
+/// A permission that allowed a request.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Matched {
+    pub role: String,
+    pub resource: String,
+    pub action: String,
+}
+
+/// Why one role of the subject did or did not allow the request.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RoleExplanation {
+    pub role: String,
+    pub allowed: bool,
+    pub reason: String,
+}
+
+/// The answer of the policy decision point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub roles: Vec<String>,
+    pub matched: Option<Matched>,
+    pub explanation: Vec<RoleExplanation>,
+}
+
+fn grants(perm: &(String, String), resource: &str, action: &str) -> bool {
+    (perm.0 == "*" || perm.0 == resource) && (perm.1 == "*" || perm.1 == action)
+}
+
+impl TenantPolicy {
+    fn new(enforcer: Enforcer) -> Self {
+        let mut roles_by_user: HashMap<String, Vec<String>> = HashMap::new();
+        for g in enforcer.get_grouping_policy() {
+            if let [user, role, ..] = g.as_slice() {
+                roles_by_user
+                    .entry(user.clone())
+                    .or_default()
+                    .push(role.clone());
+            }
+        }
+        for roles in roles_by_user.values_mut() {
+            roles.sort();
+            roles.dedup();
+        }
+        let mut perms_by_role: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        for p in enforcer.get_policy() {
+            if let [role, _domain, obj, act, ..] = p.as_slice() {
+                perms_by_role
+                    .entry(role.clone())
+                    .or_default()
+                    .push((obj.clone(), act.clone()));
+            }
+        }
+        Self {
+            enforcer,
+            roles_by_user,
+            perms_by_role,
+        }
+    }
+
+    pub fn roles_of(&self, user: &str) -> Vec<String> {
+        self.roles_by_user.get(user).cloned().unwrap_or_default()
+    }
+
+    fn decide(
+        &self,
+        tenant: &str,
+        subject: &str,
+        resource: &str,
+        action: &str,
+    ) -> Result<Decision, StoreError> {
+        let allowed = self
+            .enforcer
+            .enforce((subject, tenant, resource, action))
+            .map_err(|e| StoreError::other(anyhow::anyhow!("casbin: {e}")))?;
+        let roles = self.roles_of(subject);
+        let mut matched = None;
+        let mut explanation = Vec::new();
+        for role in &roles {
+            let perms = self
+                .perms_by_role
+                .get(role)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let hit = perms.iter().find(|p| grants(p, resource, action));
+            let reason = match hit {
+                Some((r, a)) => format!("grants {r}:{a}"),
+                None if perms.is_empty() => "has no permissions".to_owned(),
+                None if perms.iter().any(|p| p.0 == "*" || p.0 == resource) => {
+                    format!("has {resource} but not the action {action}")
+                }
+                None => format!("has no permission on {resource}"),
+            };
+            if let (Some((r, a)), None) = (hit, &matched) {
+                matched = Some(Matched {
+                    role: role.clone(),
+                    resource: r.clone(),
+                    action: a.clone(),
+                });
+            }
+            explanation.push(RoleExplanation {
+                role: role.clone(),
+                allowed: hit.is_some(),
+                reason,
+            });
+        }
+        Ok(Decision {
+            allowed,
+            roles,
+            matched: if allowed { matched } else { None },
+            explanation,
+        })
+    }
+}
+
 /// Decides who may do what, per tenant.
 pub struct Authorizer {
     db: Db,
-    enforcers: RwLock<HashMap<String, Arc<Enforcer>>>,
+    policies: RwLock<HashMap<String, Arc<TenantPolicy>>>,
 }
 
 impl Authorizer {
     pub fn new(db: Db) -> Self {
         Self {
             db,
-            enforcers: RwLock::new(HashMap::new()),
+            policies: RwLock::new(HashMap::new()),
         }
     }
 
-    async fn build(&self, tenant: &str) -> Result<Arc<Enforcer>, StoreError> {
+    async fn build(&self, tenant: &str) -> Result<Arc<TenantPolicy>, StoreError> {
         let model = DefaultModel::from_str(MODEL)
             .await
             .map_err(|e| StoreError::other(anyhow::anyhow!("casbin model: {e}")))?;
@@ -117,16 +240,17 @@ impl Authorizer {
             ),
             other => StoreError::other(anyhow::anyhow!("casbin: {other}")),
         })?;
-        let enforcer = Arc::new(enforcer);
-        self.enforcers
+        let policy = Arc::new(TenantPolicy::new(enforcer));
+        self.policies
             .write()
-            .insert(tenant.to_owned(), enforcer.clone());
-        Ok(enforcer)
+            .insert(tenant.to_owned(), policy.clone());
+        Ok(policy)
     }
 
-    async fn enforcer(&self, tenant: &str) -> Result<Arc<Enforcer>, StoreError> {
-        if let Some(e) = self.enforcers.read().get(tenant) {
-            return Ok(e.clone());
+    /// The tenant's policy snapshot, loaded on first use.
+    pub async fn policy(&self, tenant: &str) -> Result<Arc<TenantPolicy>, StoreError> {
+        if let Some(p) = self.policies.read().get(tenant) {
+            return Ok(p.clone());
         }
         self.build(tenant).await
     }
@@ -136,9 +260,19 @@ impl Authorizer {
         self.build(tenant).await.map(|_| ())
     }
 
-    /// Forgets a deleted tenant.
+    /// Drops a tenant's snapshot; the next request loads it again.
     pub fn forget(&self, tenant: &str) {
-        self.enforcers.write().remove(tenant);
+        self.policies.write().remove(tenant);
+    }
+
+    /// Drops every snapshot.
+    pub fn forget_all(&self) {
+        self.policies.write().clear();
+    }
+
+    /// How many tenants' policies this instance holds.
+    pub fn loaded(&self) -> usize {
+        self.policies.read().len()
     }
 
     /// Whether `user_id` holds a permission in `tenant`'s domain.
@@ -149,14 +283,37 @@ impl Authorizer {
         resource: &str,
         action: &str,
     ) -> Result<bool, StoreError> {
-        let enforcer = self.enforcer(tenant).await?;
-        enforcer
+        let policy = self.policy(tenant).await?;
+        policy
+            .enforcer
             .enforce((user_id, tenant, resource, action))
             .map_err(|e| StoreError::other(anyhow::anyhow!("casbin: {e}")))
     }
 
+    /// The full decision for the policy decision point.
+    pub async fn decide(
+        &self,
+        tenant: &str,
+        subject: &str,
+        resource: &str,
+        action: &str,
+    ) -> Result<Decision, StoreError> {
+        self.policy(tenant)
+            .await?
+            .decide(tenant, subject, resource, action)
+    }
+
+    /// Role names the user holds in the tenant.
+    pub async fn roles_of(&self, tenant: &str, user_id: &str) -> Result<Vec<String>, StoreError> {
+        Ok(self.policy(tenant).await?.roles_of(user_id))
+    }
+
     /// Whether `user_id` (of the `system` tenant) is a platform administrator.
     pub async fn is_platform_admin(&self, user_id: &str) -> Result<bool, StoreError> {
-        self.allowed(SYSTEM_TENANT, user_id, "*", "*").await
+        Ok(self
+            .roles_of(SYSTEM_TENANT, user_id)
+            .await?
+            .iter()
+            .any(|r| r == ROLE_PLATFORM_ADMIN))
     }
 }

@@ -6,7 +6,7 @@ use crate::authz::{ROLE_ADMIN, ROLE_PLATFORM_ADMIN};
 use crate::config::Secret;
 use crate::domain::{Email, SYSTEM_TENANT, TenantSettings, TenantSlug};
 use crate::error::{AppError, AppResult};
-use crate::state::AppState;
+use crate::state::{AppState, Change};
 use crate::store::db::{policies, tenants, users};
 
 /// What a bootstrap did.
@@ -73,7 +73,8 @@ pub async fn bootstrap_admin(
             Ok(user)
         })
         .await?;
-    state.authz.reload(slug.as_str()).await?;
+    state.changed(Change::Tenant(slug.to_string())).await?;
+    state.changed(Change::Policy(slug.to_string())).await?;
     Ok(Bootstrapped {
         tenant: slug.to_string(),
         user_id: user.id,

@@ -4,6 +4,9 @@ pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod clients;
+pub mod keys;
+pub mod roles;
+pub mod sessions;
 pub mod tenants;
 pub mod users;
 

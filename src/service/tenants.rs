@@ -8,7 +8,7 @@ use crate::domain::{
     ADMIN_CLI, ClientType, GrantType, SYSTEM_TENANT, TenantSettings, TenantSlug, TenantStatus,
 };
 use crate::error::{AppError, AppResult};
-use crate::state::AppState;
+use crate::state::{AppState, Change};
 use crate::store::db::clients::{self, Client};
 use crate::store::db::tenants::{self, Tenant};
 use crate::store::db::{self, DbConnection, Page};
@@ -161,23 +161,28 @@ pub async fn update(
     let new_alg = tenant.settings.signing_alg;
     let master = state.keys.master().clone();
     let leeway = state.config.clock_leeway_seconds as i64;
+    let delay = chrono::Duration::seconds(state.config.key_activation_delay_seconds as i64);
     let to_write = tenant.clone();
     state
         .db
         .transaction(move |c| {
             tenants::update(c, &to_write)?;
             if new_alg != previous_alg {
-                let now = db::now();
-                let until = now + chrono::Duration::seconds(previous_access_ttl as i64 + leeway);
-                crate::store::db::keys::retire_active(c, &to_write.slug, now, until)?;
-                keys::create_key(c, &master, &to_write.slug, new_alg, now)?;
+                keys::rotate(
+                    c,
+                    &master,
+                    &to_write.slug,
+                    new_alg,
+                    delay,
+                    chrono::Duration::seconds(previous_access_ttl as i64 + leeway),
+                )?;
             }
             Ok(())
         })
         .await?;
-    state.forget_tenant(slug);
+    state.changed(Change::Tenant(slug.to_owned())).await?;
     if new_alg != previous_alg {
-        state.keys.forget(slug);
+        state.changed(Change::Keys(slug.to_owned())).await?;
     }
     if tenant.status != previous_status {
         let suspended = tenant.status == TenantStatus::Suspended;
@@ -228,10 +233,14 @@ pub async fn delete(state: &AppState, slug: &str, origin: &Origin) -> AppResult<
         .db
         .transaction(move |c| tenants::delete(c, &owned))
         .await?;
-    state.forget_tenant(slug);
-    state.keys.forget(slug);
-    state.authz.forget(slug);
     state.sessions.purge_tenant(slug).await?;
+    for change in [
+        Change::Tenant(slug.to_owned()),
+        Change::Keys(slug.to_owned()),
+        Change::Policy(slug.to_owned()),
+    ] {
+        state.changed(change).await?;
+    }
     super::audit::record(
         state,
         SYSTEM_TENANT,

@@ -173,7 +173,9 @@ pub async fn delete(state: &AppState, tenant: &Tenant, id: &str, origin: &Origin
             state.linger(tenant),
         )
         .await?;
-    state.authz.reload(&tenant.slug).await?;
+    state
+        .changed(crate::state::Change::Policy(tenant.slug.clone()))
+        .await?;
     super::audit::record(
         state,
         &tenant.slug,

@@ -65,6 +65,8 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     config.argon2_memory_kib = 4096;
     config.argon2_iterations = 1;
     config.workers = Some(1);
+    // Keys sign as soon as they are published unless a test says otherwise.
+    config.key_activation_delay_seconds = 0;
     config.log = "error".to_owned();
     if let Ok(url) = std::env::var("LATCHKEY_TEST_REDIS_URL")
         && !url.is_empty()

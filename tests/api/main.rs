@@ -1,9 +1,11 @@
 //! Black-box tests of latchkey through HTTP, one compiled binary.
 
 mod admin;
+mod authz;
 mod cli;
 mod errors;
 mod flow;
+mod governance;
 mod helpers;
 mod isolation;
 mod jwks;

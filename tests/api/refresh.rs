@@ -98,13 +98,11 @@ async fn replay_after_the_grace_window_revokes_the_family_and_is_audited() {
         .state
         .db
         .run(move |c| {
-            latchkey::store::db::audit::list(
-                c,
-                &slug,
-                Some("refresh_token.reuse_detected"),
-                None,
-                10,
-            )
+            let filter = latchkey::store::db::audit::AuditFilter {
+                action: Some("refresh_token.reuse_detected".to_owned()),
+                ..Default::default()
+            };
+            latchkey::store::db::audit::list(c, &slug, &filter, None, 10)
         })
         .await
         .expect("audit");

@@ -30,11 +30,20 @@ pub fn insert(conn: &mut DbConnection, e: &AuditEvent) -> Result<(), StoreError>
     Ok(())
 }
 
-/// Newest first, optionally filtered by action.
+/// Which events a listing wants.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    pub action: Option<String>,
+    pub actor: Option<String>,
+    pub from: Option<NaiveDateTime>,
+    pub to: Option<NaiveDateTime>,
+}
+
+/// Newest first, filtered.
 pub fn list(
     conn: &mut DbConnection,
     tenant: &str,
-    action: Option<&str>,
+    filter: &AuditFilter,
     cursor: Option<&str>,
     limit: usize,
 ) -> Result<Page<AuditEvent>, StoreError> {
@@ -44,8 +53,17 @@ pub fn list(
         .order(audit_events::id.desc())
         .limit(limit as i64 + 1)
         .into_boxed();
-    if let Some(action) = action {
-        q = q.filter(audit_events::action.eq(action.to_owned()));
+    if let Some(action) = &filter.action {
+        q = q.filter(audit_events::action.eq(action.clone()));
+    }
+    if let Some(actor) = &filter.actor {
+        q = q.filter(audit_events::actor.eq(actor.clone()));
+    }
+    if let Some(from) = filter.from {
+        q = q.filter(audit_events::at.ge(from));
+    }
+    if let Some(to) = filter.to {
+        q = q.filter(audit_events::at.lt(to));
     }
     if let Some(before) = cursor.and_then(decode_cursor) {
         q = q.filter(audit_events::id.lt(before));

@@ -63,7 +63,28 @@ pub fn usable(
         .load(conn)?)
 }
 
-/// Retires every active key of the tenant; they stay published until `expires_at`.
+/// Every key of the tenant, newest first.
+pub fn all(conn: &mut DbConnection, tenant: &str) -> Result<Vec<KeyRow>, StoreError> {
+    Ok(signing_keys::table
+        .filter(signing_keys::tenant.eq(tenant))
+        .order(signing_keys::created_at.desc())
+        .select(KeyRow::as_select())
+        .load(conn)?)
+}
+
+/// `(tenant, created_at of its newest key)` for every tenant.
+pub fn newest_per_tenant(
+    conn: &mut DbConnection,
+) -> Result<Vec<(String, Option<NaiveDateTime>)>, StoreError> {
+    use diesel::dsl::max;
+    Ok(signing_keys::table
+        .group_by(signing_keys::tenant)
+        .select((signing_keys::tenant, max(signing_keys::created_at)))
+        .load(conn)?)
+}
+
+/// Retires every active key of the tenant at `at` (possibly in the future:
+/// they keep signing until then); they stay published until `expires_at`.
 pub fn retire_active(
     conn: &mut DbConnection,
     tenant: &str,

@@ -163,3 +163,140 @@ pub fn insert_role(
         .execute(conn)?;
     Ok(())
 }
+
+/// Deletes the rules of a tenant whose value at `index` equals `value`.
+pub fn delete_rules_at(
+    conn: &mut DbConnection,
+    tenant: &str,
+    ptype: &str,
+    index: usize,
+    value: &str,
+) -> Result<usize, StoreError> {
+    let q = diesel::delete(casbin_rules::table)
+        .filter(casbin_rules::tenant.eq(tenant.to_owned()))
+        .filter(casbin_rules::ptype.eq(ptype.to_owned()))
+        .into_boxed();
+    let v = value.to_owned();
+    let q = match index {
+        0 => q.filter(casbin_rules::v0.eq(v)),
+        1 => q.filter(casbin_rules::v1.eq(v)),
+        2 => q.filter(casbin_rules::v2.eq(v)),
+        _ => return Ok(0),
+    };
+    Ok(q.execute(conn)?)
+}
+
+/// Roles of a tenant by name, after `after`.
+pub fn list_roles(
+    conn: &mut DbConnection,
+    tenant: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<RoleRow>, StoreError> {
+    let mut q = roles::table
+        .filter(roles::tenant.eq(tenant.to_owned()))
+        .select(RoleRow::as_select())
+        .order(roles::name.asc())
+        .limit(limit as i64)
+        .into_boxed();
+    if let Some(after) = after {
+        q = q.filter(roles::name.gt(after.to_owned()));
+    }
+    Ok(q.load(conn)?)
+}
+
+pub fn find_role(
+    conn: &mut DbConnection,
+    tenant: &str,
+    name: &str,
+) -> Result<Option<RoleRow>, StoreError> {
+    Ok(roles::table
+        .find((tenant, name))
+        .select(RoleRow::as_select())
+        .first(conn)
+        .optional()?)
+}
+
+pub fn set_role_description(
+    conn: &mut DbConnection,
+    tenant: &str,
+    name: &str,
+    description: &str,
+) -> Result<(), StoreError> {
+    diesel::update(roles::table.find((tenant, name)))
+        .set(roles::description.eq(description))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn delete_role(conn: &mut DbConnection, tenant: &str, name: &str) -> Result<(), StoreError> {
+    let n = diesel::delete(roles::table.find((tenant, name))).execute(conn)?;
+    if n == 0 {
+        return Err(StoreError::NotFound("role"));
+    }
+    delete_rules_at(conn, tenant, "p", 0, name)?;
+    delete_rules_at(conn, tenant, "g", 1, name)?;
+    Ok(())
+}
+
+/// The `(resource, action)` pairs a role grants.
+pub fn role_permissions(
+    conn: &mut DbConnection,
+    tenant: &str,
+    name: &str,
+) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(casbin_rules::table
+        .filter(casbin_rules::tenant.eq(tenant))
+        .filter(casbin_rules::ptype.eq("p"))
+        .filter(casbin_rules::v0.eq(name))
+        .select((casbin_rules::v2, casbin_rules::v3))
+        .order((casbin_rules::v2.asc(), casbin_rules::v3.asc()))
+        .load(conn)?)
+}
+
+/// Replaces what a role grants.
+pub fn set_role_permissions(
+    conn: &mut DbConnection,
+    tenant: &str,
+    name: &str,
+    permissions: &[(String, String)],
+) -> Result<(), StoreError> {
+    delete_rules_at(conn, tenant, "p", 0, name)?;
+    for (resource, action) in permissions {
+        insert_rule(
+            conn,
+            &RuleRow::new(
+                tenant,
+                "p",
+                &[
+                    name.to_owned(),
+                    tenant.to_owned(),
+                    resource.clone(),
+                    action.clone(),
+                ],
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// Replaces the roles a user holds in a tenant.
+pub fn set_user_roles(
+    conn: &mut DbConnection,
+    tenant: &str,
+    user_id: &str,
+    roles: &[String],
+) -> Result<(), StoreError> {
+    delete_rules_at(conn, tenant, "g", 0, user_id)?;
+    for role in roles {
+        insert_rule(
+            conn,
+            &RuleRow::new(
+                tenant,
+                "g",
+                &[user_id.to_owned(), role.clone(), tenant.to_owned()],
+            ),
+        )?;
+    }
+    Ok(())
+}

@@ -410,6 +410,10 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    async fn publish_change(&self, _message: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError> {
         let prefix = format!("{tenant}\u{0}");
         let mut inner = self.inner.lock();

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use self::memory::MemoryStore;
-pub use self::redis::RedisStore;
+pub use self::redis::{RedisStore, spawn_change_listener};
 use super::StoreError;
 
 /// One sign-in of a user.
@@ -212,6 +212,9 @@ pub trait SessionStore: Send + Sync + 'static {
         client_id: &str,
         disabled: bool,
     ) -> Result<(), StoreError>;
+
+    /// Tells every other instance about a change (no-op in process).
+    async fn publish_change(&self, message: &str) -> Result<(), StoreError>;
 
     /// Removes every key of a deleted tenant.
     async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError>;

@@ -164,6 +164,48 @@ impl RedisStore {
     }
 }
 
+/// The pub/sub channel of cache-invalidating changes.
+fn changes_channel(prefix: &str) -> String {
+    format!("{prefix}:changes")
+}
+
+/// Follows the change channel for as long as the process lives, reconnecting
+/// after failures. After every (re)subscription `on_change("*")` runs, since
+/// messages may have been missed meanwhile.
+pub fn spawn_change_listener(
+    url: String,
+    prefix: String,
+    on_change: std::sync::Arc<dyn Fn(&str) + Send + Sync>,
+) -> tokio::task::JoinHandle<()> {
+    use futures_util::StreamExt;
+    tokio::spawn(async move {
+        let channel = changes_channel(&prefix);
+        loop {
+            let subscribed = async {
+                let client = redis::Client::open(url.as_str())?;
+                let mut pubsub = client.get_async_pubsub().await?;
+                pubsub.subscribe(&channel).await?;
+                redis::RedisResult::Ok(pubsub)
+            }
+            .await;
+            match subscribed {
+                Ok(mut pubsub) => {
+                    on_change("*");
+                    let mut messages = pubsub.on_message();
+                    while let Some(msg) = messages.next().await {
+                        if let Ok(payload) = msg.get_payload::<String>() {
+                            on_change(&payload);
+                        }
+                    }
+                    tracing::warn!("change channel closed; reconnecting");
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot follow the change channel; retrying"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+}
+
 fn session_from_hash(h: &HashMap<String, String>) -> Option<SessionRecord> {
     let opt = |k: &str| h.get(k).filter(|v| !v.is_empty()).cloned();
     Some(SessionRecord {
@@ -483,6 +525,12 @@ impl SessionStore for RedisStore {
         } else {
             self.call(conn.del::<_, ()>(&key)).await
         }
+    }
+
+    async fn publish_change(&self, message: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let channel = changes_channel(&self.prefix);
+        self.call(conn.publish::<_, _, ()>(&channel, message)).await
     }
 
     async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError> {

@@ -1,0 +1,148 @@
+//! OAuth clients of a tenant.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::{Deserialize, Serialize};
+
+use crate::api::extract::{Authorized, ClientsRead, ClientsWrite};
+use crate::api::{Json, Query};
+use crate::api::{ListQuery, ListResponse, no_content, rfc3339};
+use crate::domain::{ClientType, GrantType};
+use crate::error::AppResult;
+use crate::service::clients;
+use crate::state::AppState;
+use crate::store::db::clients::Client;
+
+#[derive(Serialize)]
+pub struct ClientView {
+    client_id: String,
+    name: String,
+    #[serde(rename = "type")]
+    client_type: ClientType,
+    grant_types: Vec<GrantType>,
+    redirect_uris: Vec<String>,
+    audience: Vec<String>,
+    enabled: bool,
+    created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_secret: Option<String>,
+}
+
+impl ClientView {
+    fn new(c: Client, secret: Option<String>) -> Self {
+        Self {
+            client_id: c.client_id,
+            name: c.name,
+            client_type: c.client_type,
+            grant_types: c.grant_types,
+            redirect_uris: c.redirect_uris,
+            audience: c.audience,
+            enabled: c.enabled,
+            created_at: rfc3339(c.created_at),
+            client_secret: secret,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateClient {
+    name: String,
+    #[serde(rename = "type")]
+    client_type: ClientType,
+    grant_types: Vec<GrantType>,
+    #[serde(default)]
+    redirect_uris: Vec<String>,
+    #[serde(default)]
+    audience: Vec<String>,
+    client_id: Option<String>,
+}
+
+pub async fn list_clients(
+    state: web::Data<AppState>,
+    auth: Authorized<ClientsRead>,
+    q: Query<ListQuery>,
+) -> AppResult<HttpResponse> {
+    let q = q.into_inner()?;
+    let page = clients::list(&state, &auth.tenant.slug, q.cursor.clone(), q.limit()?).await?;
+    Ok(HttpResponse::Ok().json(ListResponse {
+        items: page
+            .items
+            .into_iter()
+            .map(|c| ClientView::new(c, None))
+            .collect::<Vec<_>>(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+pub async fn create_client(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    auth: Authorized<ClientsWrite>,
+    body: Json<CreateClient>,
+) -> AppResult<HttpResponse> {
+    let b = body.into_inner()?;
+    let new = clients::NewClient {
+        name: b.name,
+        client_type: b.client_type,
+        grant_types: b.grant_types,
+        redirect_uris: b.redirect_uris,
+        audience: b.audience,
+        client_id: b.client_id,
+    };
+    let (client, secret) =
+        clients::create(&state, &auth.tenant.slug, new, &auth.origin(&req)).await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(ClientView::new(client, secret)))
+}
+
+pub async fn get_client(
+    state: web::Data<AppState>,
+    auth: Authorized<ClientsRead>,
+    path: web::Path<(String, String)>,
+) -> AppResult<HttpResponse> {
+    let (_, id) = path.into_inner();
+    let client = clients::get(&state, &auth.tenant.slug, &id).await?;
+    Ok(HttpResponse::Ok().json(ClientView::new(client, None)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchClient {
+    name: Option<String>,
+    grant_types: Option<Vec<GrantType>>,
+    redirect_uris: Option<Vec<String>>,
+    audience: Option<Vec<String>>,
+    enabled: Option<bool>,
+}
+
+pub async fn patch_client(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    auth: Authorized<ClientsWrite>,
+    path: web::Path<(String, String)>,
+    body: Json<PatchClient>,
+) -> AppResult<HttpResponse> {
+    let (_, id) = path.into_inner();
+    let b = body.into_inner()?;
+    let patch = clients::ClientPatch {
+        name: b.name,
+        grant_types: b.grant_types,
+        redirect_uris: b.redirect_uris,
+        audience: b.audience,
+        enabled: b.enabled,
+    };
+    let client = clients::update(&state, &auth.tenant.slug, &id, patch, &auth.origin(&req)).await?;
+    Ok(HttpResponse::Ok().json(ClientView::new(client, None)))
+}
+
+pub async fn delete_client(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    auth: Authorized<ClientsWrite>,
+    path: web::Path<(String, String)>,
+) -> AppResult<HttpResponse> {
+    let (_, id) = path.into_inner();
+    clients::delete(&state, &auth.tenant.slug, &id, &auth.origin(&req)).await?;
+    Ok(no_content())
+}

@@ -1,0 +1,166 @@
+//! A tenant's sessions (per user), signing keys and audit log.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::{DateTime, NaiveDateTime};
+use serde::{Deserialize, Serialize};
+
+use crate::api::ListResponse;
+use crate::api::extract::{
+    AuditRead, Authorized, KeysRead, KeysWrite, SessionsRead, SessionsWrite,
+};
+use crate::api::{Json, Query};
+use crate::error::{AppError, AppResult};
+use crate::service::{keys, sessions};
+use crate::state::AppState;
+use crate::store::db::audit::{self, AuditEvent, AuditFilter};
+
+pub async fn list_sessions(
+    state: web::Data<AppState>,
+    auth: Authorized<SessionsRead>,
+    path: web::Path<(String, String)>,
+) -> AppResult<HttpResponse> {
+    let (_, user_id) = path.into_inner();
+    let items = sessions::list(&state, &auth.tenant.slug, &user_id).await?;
+    Ok(HttpResponse::Ok().json(ListResponse {
+        items,
+        next_cursor: None,
+    }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeSessions {
+    session_ids: Option<Vec<String>>,
+}
+
+#[derive(Serialize)]
+pub struct Revoked {
+    revoked: usize,
+}
+
+pub async fn revoke_sessions(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    auth: Authorized<SessionsWrite>,
+    path: web::Path<(String, String)>,
+    body: Json<RevokeSessions>,
+) -> AppResult<HttpResponse> {
+    let (_, user_id) = path.into_inner();
+    let revoked = sessions::revoke(
+        &state,
+        &auth.tenant,
+        &user_id,
+        body.into_inner()?.session_ids,
+        &auth.origin(&req),
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(Revoked { revoked }))
+}
+
+pub async fn list_keys(
+    state: web::Data<AppState>,
+    auth: Authorized<KeysRead>,
+) -> AppResult<HttpResponse> {
+    let items = keys::list(&state, &auth.tenant.slug).await?;
+    Ok(HttpResponse::Ok().json(ListResponse {
+        items,
+        next_cursor: None,
+    }))
+}
+
+pub async fn rotate_key(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    auth: Authorized<KeysWrite>,
+) -> AppResult<HttpResponse> {
+    let key = keys::rotate(&state, &auth.tenant, &auth.origin(&req)).await?;
+    Ok(HttpResponse::Created().json(key))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    limit: Option<usize>,
+    cursor: Option<String>,
+    action: Option<String>,
+    actor: Option<String>,
+    /// RFC 3339; events at or after.
+    from: Option<String>,
+    /// RFC 3339; events before.
+    to: Option<String>,
+}
+
+fn parse_time(field: &str, value: Option<&str>) -> AppResult<Option<NaiveDateTime>> {
+    value
+        .map(|v| {
+            DateTime::parse_from_rfc3339(v)
+                .map(|d| d.naive_utc())
+                .map_err(|_| AppError::validation(field, "must be an RFC 3339 time"))
+        })
+        .transpose()
+}
+
+#[derive(Serialize)]
+pub struct AuditView {
+    id: String,
+    at: String,
+    action: String,
+    outcome: String,
+    actor: Option<String>,
+    target: Option<String>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    request_id: Option<String>,
+}
+
+impl From<AuditEvent> for AuditView {
+    fn from(e: AuditEvent) -> Self {
+        Self {
+            id: e.id,
+            at: e
+                .at
+                .and_utc()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            action: e.action,
+            outcome: e.outcome,
+            actor: e.actor,
+            target: e.target,
+            ip: e.ip,
+            user_agent: e.user_agent,
+            request_id: e.request_id,
+        }
+    }
+}
+
+pub async fn list_audit(
+    state: web::Data<AppState>,
+    auth: Authorized<AuditRead>,
+    q: Query<AuditQuery>,
+) -> AppResult<HttpResponse> {
+    let q = q.into_inner()?;
+    let limit = crate::api::ListQuery {
+        limit: q.limit,
+        cursor: None,
+    }
+    .limit()?;
+    let filter = AuditFilter {
+        action: q.action,
+        actor: q.actor,
+        from: parse_time("from", q.from.as_deref())?,
+        to: parse_time("to", q.to.as_deref())?,
+    };
+    let tenant = auth.tenant.slug.clone();
+    let cursor = q.cursor;
+    let page = state
+        .db
+        .run(move |c| audit::list(c, &tenant, &filter, cursor.as_deref(), limit))
+        .await?;
+    Ok(HttpResponse::Ok().json(ListResponse {
+        items: page
+            .items
+            .into_iter()
+            .map(AuditView::from)
+            .collect::<Vec<_>>(),
+        next_cursor: page.next_cursor,
+    }))
+}

@@ -1,0 +1,78 @@
+//! The policy decision point for tenant applications.
+
+use actix_web::{HttpResponse, web};
+use serde::{Deserialize, Serialize};
+
+use super::extract::TenantCaller;
+use super::resource;
+use crate::api::{Json, Query};
+use crate::authz::{Matched, RoleExplanation};
+use crate::error::{AppError, AppResult};
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/tenants/{t}/authz/check").route(web::post().to(check)));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckRequest {
+    /// A user id of the tenant.
+    subject: String,
+    resource: String,
+    action: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckQuery {
+    #[serde(default)]
+    explain: bool,
+}
+
+#[derive(Serialize)]
+struct CheckResponse {
+    allowed: bool,
+    roles: Vec<String>,
+    matched: Option<Matched>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    explanation: Option<Vec<RoleExplanation>>,
+}
+
+fn check_field(field: &str, value: &str) -> AppResult<()> {
+    if value.is_empty() || value.len() > 128 {
+        return Err(AppError::validation(field, "must be 1 to 128 characters"));
+    }
+    Ok(())
+}
+
+/// May `subject` do `action` on `resource` in this tenant? Callable with a
+/// `client_credentials` token of the tenant, or a user's token holding `authz:read`.
+async fn check(
+    state: web::Data<AppState>,
+    caller: TenantCaller,
+    query: Query<CheckQuery>,
+    body: Json<CheckRequest>,
+) -> AppResult<HttpResponse> {
+    let tenant = &caller.tenant.slug;
+    if let Some(user) = caller.claims.user_id()
+        && !state.authz.allowed(tenant, user, "authz", "read").await?
+    {
+        return Err(AppError::forbidden("authz:read").with_realm(tenant));
+    }
+    let query = query.into_inner()?;
+    let body = body.into_inner()?;
+    check_field("subject", &body.subject)?;
+    check_field("resource", &body.resource)?;
+    check_field("action", &body.action)?;
+    let decision = state
+        .authz
+        .decide(tenant, &body.subject, &body.resource, &body.action)
+        .await?;
+    Ok(HttpResponse::Ok().json(CheckResponse {
+        allowed: decision.allowed,
+        roles: decision.roles,
+        matched: decision.matched,
+        explanation: query.explain.then_some(decision.explanation),
+    }))
+}
