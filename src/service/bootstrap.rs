@@ -96,8 +96,12 @@ pub async fn first_start(state: &AppState) -> AppResult<Option<Bootstrapped>> {
         .clone()
         .unwrap_or_else(|| "admin@latchkey.local".to_owned());
     let password = state.config.bootstrap_admin_password.clone();
-    let done = bootstrap_admin(state, SYSTEM_TENANT, &email, password).await?;
-    Ok(Some(done))
+    match bootstrap_admin(state, SYSTEM_TENANT, &email, password).await {
+        Ok(done) => Ok(Some(done)),
+        // Another instance starting at the same time bootstrapped first.
+        Err(e) if e.code() == crate::error::ErrorCode::Conflict => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Copies every suspended tenant into the session store, so token checks

@@ -7,6 +7,7 @@ mod errors;
 mod flow;
 mod governance;
 mod helpers;
+mod instances;
 mod isolation;
 mod jwks;
 mod refresh;

@@ -1,0 +1,264 @@
+//! Several latchkey processes sharing PostgreSQL and Redis agree: a policy
+//! change through one is enforced by the other within a second, and a
+//! session revoked through one is refused by the other at once.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    ADMIN_EMAIL, ADMIN_PASSWORD, USER_PASSWORD, assert_unauthorized, json, slug, str_of,
+    test_config,
+};
+
+/// A `latchkey serve` child process, killed when dropped.
+struct Instance {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+async fn start(env: &[(String, String)]) -> Instance {
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_latchkey"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LATCHKEY_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("LATCHKEY_BIND", format!("127.0.0.1:{port}"))
+        .env("LATCHKEY_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = cmd.spawn().expect("latchkey starts");
+    let instance = Instance {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(res) = http.get(format!("{}/readyz", instance.base)).send().await
+            && res.status() == StatusCode::OK
+        {
+            return instance;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("latchkey on port {port} did not become ready");
+}
+
+async fn token(http: &reqwest::Client, base: &str, t: &str, form: &[(&str, &str)]) -> Value {
+    let res = http
+        .post(format!("{base}/tenants/{t}/oauth/token"))
+        .form(form)
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(res.status(), StatusCode::OK);
+    json(res).await
+}
+
+async fn call(
+    http: &reqwest::Client,
+    method: Method,
+    url: String,
+    bearer: &str,
+    body: &Value,
+) -> reqwest::Response {
+    http.request(method, url)
+        .bearer_auth(bearer)
+        .json(body)
+        .send()
+        .await
+        .expect("request")
+}
+
+#[tokio::test]
+async fn two_processes_sharing_postgres_and_redis_agree_within_a_second() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = test_config(dir.path());
+    let Some(redis) = config.redis_url.clone() else {
+        eprintln!(
+            "several instances need a shared store: run with LATCHKEY_TEST_REDIS_URL (the PostgreSQL + Redis pass does)"
+        );
+        return;
+    };
+    let env: Vec<(String, String)> = vec![
+        ("LATCHKEY_DATABASE_URL".into(), config.database_url.clone()),
+        ("LATCHKEY_REDIS_URL".into(), redis),
+        (
+            "LATCHKEY_REDIS_KEY_PREFIX".into(),
+            config.redis_key_prefix.clone(),
+        ),
+        (
+            "LATCHKEY_MASTER_KEY".into(),
+            config
+                .master_key
+                .as_ref()
+                .map(|k| k.expose().to_owned())
+                .unwrap_or_default(),
+        ),
+        ("LATCHKEY_DATA_DIR".into(), dir.path().display().to_string()),
+        ("LATCHKEY_BOOTSTRAP_ADMIN_EMAIL".into(), ADMIN_EMAIL.into()),
+        (
+            "LATCHKEY_BOOTSTRAP_ADMIN_PASSWORD".into(),
+            ADMIN_PASSWORD.into(),
+        ),
+        ("LATCHKEY_ARGON2_MEMORY_KIB".into(), "4096".into()),
+        ("LATCHKEY_ARGON2_ITERATIONS".into(), "1".into()),
+    ];
+    let (one, two) = tokio::join!(start(&env), start(&env));
+    let http = reqwest::Client::new();
+
+    let admin = token(
+        &http,
+        &one.base,
+        "system",
+        &[
+            ("grant_type", "password"),
+            ("client_id", "admin-cli"),
+            ("username", ADMIN_EMAIL),
+            ("password", ADMIN_PASSWORD),
+        ],
+    )
+    .await;
+    let admin = str_of(&admin, "access_token").to_owned();
+    let t = slug("multi");
+    let res = call(
+        &http,
+        Method::POST,
+        format!("{}/admin/tenants", one.base),
+        &admin,
+        &json!({"slug": t, "name": "Multi"}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = call(
+        &http,
+        Method::POST,
+        format!("{}/admin/tenants/{t}/users", one.base),
+        &admin,
+        &json!({"email": "u@multi.test", "password": USER_PASSWORD}),
+    )
+    .await;
+    let user = str_of(&json(res).await, "id").to_owned();
+    let res = call(
+        &http,
+        Method::POST,
+        format!("{}/admin/tenants/{t}/roles", one.base),
+        &admin,
+        &json!({"name": "pilot", "permissions": [{"resource": "planes", "action": "fly"}]}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = call(
+        &http,
+        Method::POST,
+        format!("{}/admin/tenants/{t}/clients", one.base),
+        &admin,
+        &json!({"name": "app", "type": "confidential", "grant_types": ["client_credentials"]}),
+    )
+    .await;
+    let client = json(res).await;
+    let app = token(
+        &http,
+        &two.base,
+        &t,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", str_of(&client, "client_id")),
+            ("client_secret", str_of(&client, "client_secret")),
+        ],
+    )
+    .await;
+    let app = str_of(&app, "access_token").to_owned();
+
+    // Instance two loads the tenant's policy: denied.
+    let ask = json!({"subject": user, "resource": "planes", "action": "fly"});
+    let check_url = format!("{}/tenants/{t}/authz/check", two.base);
+    let decision = json(call(&http, Method::POST, check_url.clone(), &app, &ask).await).await;
+    assert_eq!(decision["allowed"], false);
+
+    // The assignment goes through instance one; instance two enforces it within a second.
+    let res = call(
+        &http,
+        Method::PUT,
+        format!("{}/admin/tenants/{t}/users/{user}/roles", one.base),
+        &admin,
+        &json!({"roles": ["pilot"]}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let changed = Instant::now();
+    loop {
+        let decision = json(call(&http, Method::POST, check_url.clone(), &app, &ask).await).await;
+        if decision["allowed"] == true {
+            break;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_secs(1),
+            "instance two still denies after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let propagation = changed.elapsed();
+    eprintln!("policy change seen by the other instance after {propagation:?}");
+
+    // A session revoked through instance one is refused by instance two at once.
+    let tokens = token(
+        &http,
+        &two.base,
+        &t,
+        &[
+            ("grant_type", "password"),
+            ("client_id", "admin-cli"),
+            ("username", "u@multi.test"),
+            ("password", USER_PASSWORD),
+        ],
+    )
+    .await;
+    let access = str_of(&tokens, "access_token");
+    let res = http
+        .get(format!("{}/tenants/{t}/oauth/userinfo", two.base))
+        .bearer_auth(access)
+        .send()
+        .await
+        .expect("userinfo");
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = call(
+        &http,
+        Method::POST,
+        format!(
+            "{}/admin/tenants/{t}/users/{user}/sessions/revoke",
+            one.base
+        ),
+        &admin,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(json(res).await, json!({"revoked": 1}));
+    let res = http
+        .get(format!("{}/tenants/{t}/oauth/userinfo", two.base))
+        .bearer_auth(access)
+        .send()
+        .await
+        .expect("userinfo");
+    assert_unauthorized(res, "session_revoked").await;
+}
