@@ -400,6 +400,7 @@ impl ResponseError for AppError {
                 );
             }
             c if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN => {
+                crate::metrics::auth_failure(status.as_u16(), c.as_str());
                 tracing::info!(
                     code = c.as_str(),
                     tenant = %self.realm,

@@ -9,6 +9,7 @@ pub mod authz;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod metrics;
 pub mod service;
 pub mod startup;
 pub mod state;

@@ -125,6 +125,7 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("syncing suspended tenants: {e}"))?;
 
+        crate::metrics::handle();
         let data = web::Data::from(state.clone());
         let workers = state.config.workers.unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -138,6 +139,7 @@ impl Application {
                 .app_data(api::path_config())
                 .configure(api::configure)
                 .default_service(web::to(api::not_found))
+                .wrap(from_fn(crate::metrics::track))
                 .wrap(from_fn(telemetry::request_context))
         })
         .workers(workers)

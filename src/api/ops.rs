@@ -9,7 +9,8 @@ use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/healthz").route(web::get().to(healthz)))
-        .service(resource("/readyz").route(web::get().to(readyz)));
+        .service(resource("/readyz").route(web::get().to(readyz)))
+        .service(resource("/metrics").route(web::get().to(metrics)));
 }
 
 #[derive(Serialize)]
@@ -20,6 +21,18 @@ struct Health {
 /// The process is up.
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok" })
+}
+
+/// Prometheus text exposition.
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    if let Some(handle) = crate::metrics::handle() {
+        crate::metrics::argon2_queue_depth(state.passwords.queue_depth());
+        HttpResponse::Ok()
+            .content_type("text/plain; version=0.0.4; charset=utf-8")
+            .body(handle.render())
+    } else {
+        HttpResponse::ServiceUnavailable().finish()
+    }
 }
 
 #[derive(Serialize)]

@@ -70,7 +70,8 @@ impl PasswordHasherPool {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        self.queued.fetch_add(1, Ordering::Relaxed);
+        let depth = self.queued.fetch_add(1, Ordering::Relaxed) + 1;
+        crate::metrics::argon2_queue_depth(depth);
         let result = async {
             let _permit = self
                 .permits
@@ -80,7 +81,11 @@ impl PasswordHasherPool {
             Ok(crate::telemetry::spawn_blocking(f).await?)
         }
         .await;
-        self.queued.fetch_sub(1, Ordering::Relaxed);
+        let depth = self
+            .queued
+            .fetch_sub(1, Ordering::Relaxed)
+            .saturating_sub(1);
+        crate::metrics::argon2_queue_depth(depth);
         result
     }
 

@@ -339,6 +339,7 @@ async fn password_grant(
     } else {
         None
     };
+    crate::metrics::token_issued("password");
     let login_origin = Origin {
         actor: Some(user.id.clone()),
         ..origin.clone()
@@ -467,6 +468,7 @@ async fn refresh_grant(
                     .await?;
                 match outcome {
                     RotateOutcome::Rotated => {
+                        crate::metrics::token_issued("refresh_token");
                         state
                             .sessions
                             .touch_session(&tenant.slug, &record.session_id, now)
@@ -510,6 +512,7 @@ async fn reuse_detected(
     if let Err(e) = revoke.await {
         return AppError::from(e).in_flavor(Flavor::OAuth);
     }
+    crate::metrics::reuse_detected();
     tracing::warn!(
         tenant = %tenant.slug,
         user = %record.user_id,
@@ -544,6 +547,7 @@ async fn client_credentials_grant(
     let sub = format!("client:{}", client.client_id);
     let (access_token, expires_in) =
         mint_access(state, tenant, client, &sub, None, &scope, Vec::new()).await?;
+    crate::metrics::token_issued("client_credentials");
     Ok(TokenResponse {
         access_token,
         token_type: "Bearer".to_owned(),

@@ -3,6 +3,7 @@
 mod admin;
 mod authz;
 mod cli;
+mod compose;
 mod errors;
 mod flow;
 mod governance;
@@ -10,6 +11,7 @@ mod helpers;
 mod instances;
 mod isolation;
 mod jwks;
+mod metrics;
 mod refresh;
 mod revocation;
 mod store;

@@ -128,15 +128,18 @@ impl RedisStore {
         format!("{}{kind}:{id}", self.tenant_prefix(tenant))
     }
 
-    /// Runs one Redis call under the configured timeout.
-    async fn call<T, F>(&self, fut: F) -> Result<T, StoreError>
+    /// Runs one Redis call under the configured timeout, timing it as `op`.
+    async fn call<T, F>(&self, op: &'static str, fut: F) -> Result<T, StoreError>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        tokio::time::timeout(self.timeout, fut)
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(self.timeout, fut)
             .await
             .map_err(unavailable)?
-            .map_err(unavailable)
+            .map_err(unavailable);
+        crate::metrics::store_round_trip(op, started);
+        result
     }
 
     async fn end_many(
@@ -159,7 +162,7 @@ impl RedisStore {
         for sid in sids {
             inv.arg(sid);
         }
-        let n: usize = self.call(inv.invoke_async(&mut conn)).await?;
+        let n: usize = self.call("end_many", inv.invoke_async(&mut conn)).await?;
         Ok(n)
     }
 }
@@ -271,7 +274,8 @@ impl SessionStore for RedisStore {
             .expire(&usess, ttl)
             .ignore();
         let mut conn = self.conn.clone();
-        self.call(pipe.query_async::<()>(&mut conn)).await
+        self.call("create_session", pipe.query_async::<()>(&mut conn))
+            .await
     }
 
     async fn get_session(
@@ -283,8 +287,9 @@ impl SessionStore for RedisStore {
         let mut pipe = redis::pipe();
         pipe.get(self.key(tenant, "sst", sid))
             .hgetall(self.key(tenant, "sess", sid));
-        let (state, hash): (Option<String>, HashMap<String, String>) =
-            self.call(pipe.query_async(&mut conn)).await?;
+        let (state, hash): (Option<String>, HashMap<String, String>) = self
+            .call("get_session", pipe.query_async(&mut conn))
+            .await?;
         if state.as_deref() != Some("active") {
             return Ok(None);
         }
@@ -300,7 +305,9 @@ impl SessionStore for RedisStore {
         let mut inv = self.list_sessions.prepare_invoke();
         inv.key(self.key(tenant, "usess", user_id))
             .arg(self.tenant_prefix(tenant));
-        let rows: Vec<Vec<String>> = self.call(inv.invoke_async(&mut conn)).await?;
+        let rows: Vec<Vec<String>> = self
+            .call("list_user_sessions", inv.invoke_async(&mut conn))
+            .await?;
         let mut out: Vec<SessionRecord> = rows
             .into_iter()
             .filter_map(|flat| session_from_hash(&pairs_to_map(flat)))
@@ -313,7 +320,8 @@ impl SessionStore for RedisStore {
         let mut conn = self.conn.clone();
         let mut inv = self.touch.prepare_invoke();
         inv.key(self.key(tenant, "sess", sid)).arg(now);
-        self.call(inv.invoke_async::<i64>(&mut conn)).await?;
+        self.call("touch_session", inv.invoke_async::<i64>(&mut conn))
+            .await?;
         Ok(())
     }
 
@@ -340,7 +348,9 @@ impl SessionStore for RedisStore {
     ) -> Result<usize, StoreError> {
         let mut conn = self.conn.clone();
         let usess = self.key(tenant, "usess", user_id);
-        let sids: Vec<String> = self.call(conn.smembers(&usess)).await?;
+        let sids: Vec<String> = self
+            .call("end_user_sessions", conn.smembers(&usess))
+            .await?;
         self.end_many(tenant, &sids, except, reason, linger).await
     }
 
@@ -376,7 +386,8 @@ impl SessionStore for RedisStore {
             .expire(&rt, ttl)
             .ignore();
         let mut conn = self.conn.clone();
-        self.call(pipe.query_async::<()>(&mut conn)).await
+        self.call("start_family", pipe.query_async::<()>(&mut conn))
+            .await
     }
 
     async fn get_refresh(
@@ -388,8 +399,9 @@ impl SessionStore for RedisStore {
         let mut inv = self.get_refresh.prepare_invoke();
         inv.key(self.key(tenant, "rt", hash))
             .arg(self.tenant_prefix(tenant));
-        let found: Option<(Vec<String>, String, String, String)> =
-            self.call(inv.invoke_async(&mut conn)).await?;
+        let found: Option<(Vec<String>, String, String, String)> = self
+            .call("get_refresh", inv.invoke_async(&mut conn))
+            .await?;
         let Some((flat, family_current, family_status, session_state)) = found else {
             return Ok(None);
         };
@@ -446,7 +458,9 @@ impl SessionStore for RedisStore {
             .arg(n.expires_at)
             .arg(n.family_expires_at)
             .arg(&n.scope);
-        let outcome: String = self.call(inv.invoke_async(&mut conn)).await?;
+        let outcome: String = self
+            .call("rotate_refresh", inv.invoke_async(&mut conn))
+            .await?;
         Ok(match outcome.as_str() {
             "ok" => RotateOutcome::Rotated,
             "race" => RotateOutcome::LostRace,
@@ -457,14 +471,17 @@ impl SessionStore for RedisStore {
     async fn revoke_family(&self, tenant: &str, family_id: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let fam = self.key(tenant, "fam", family_id);
-        self.call(conn.hset::<_, _, _, ()>(&fam, "status", "revoked"))
-            .await
+        self.call(
+            "revoke_family",
+            conn.hset::<_, _, _, ()>(&fam, "status", "revoked"),
+        )
+        .await
     }
 
     async fn deny_jti(&self, tenant: &str, jti: &str, ttl: u64) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let key = self.key(tenant, "deny", jti);
-        self.call(conn.set_ex::<_, _, ()>(&key, 1, ttl.max(1)))
+        self.call("deny_jti", conn.set_ex::<_, _, ()>(&key, 1, ttl.max(1)))
             .await
     }
 
@@ -484,7 +501,7 @@ impl SessionStore for RedisStore {
             format!("{}suspended", self.tenant_prefix(tenant)),
             self.key(tenant, "cdis", client_id),
         ];
-        let values: Vec<Option<String>> = self.call(conn.mget(&keys)).await?;
+        let values: Vec<Option<String>> = self.call("access_state", conn.mget(&keys)).await?;
         let get = |i: usize| values.get(i).cloned().flatten();
         if get(2).is_some() || get(3).is_some() {
             return Ok(AccessState::Disabled);
@@ -506,9 +523,11 @@ impl SessionStore for RedisStore {
         let mut conn = self.conn.clone();
         let key = format!("{}suspended", self.tenant_prefix(tenant));
         if suspended {
-            self.call(conn.set::<_, _, ()>(&key, 1)).await
+            self.call("set_tenant_suspended", conn.set::<_, _, ()>(&key, 1))
+                .await
         } else {
-            self.call(conn.del::<_, ()>(&key)).await
+            self.call("set_tenant_suspended", conn.del::<_, ()>(&key))
+                .await
         }
     }
 
@@ -521,16 +540,22 @@ impl SessionStore for RedisStore {
         let mut conn = self.conn.clone();
         let key = self.key(tenant, "cdis", client_id);
         if disabled {
-            self.call(conn.set::<_, _, ()>(&key, 1)).await
+            self.call("set_client_disabled", conn.set::<_, _, ()>(&key, 1))
+                .await
         } else {
-            self.call(conn.del::<_, ()>(&key)).await
+            self.call("set_client_disabled", conn.del::<_, ()>(&key))
+                .await
         }
     }
 
     async fn publish_change(&self, message: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let channel = changes_channel(&self.prefix);
-        self.call(conn.publish::<_, _, ()>(&channel, message)).await
+        self.call(
+            "publish_change",
+            conn.publish::<_, _, ()>(&channel, message),
+        )
+        .await
     }
 
     async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError> {
@@ -545,6 +570,7 @@ impl SessionStore for RedisStore {
         loop {
             let (next, keys): (u64, Vec<String>) = self
                 .call(
+                    "purge_tenant",
                     redis::cmd("SCAN")
                         .arg(cursor)
                         .arg("MATCH")
@@ -555,7 +581,7 @@ impl SessionStore for RedisStore {
                 )
                 .await?;
             if !keys.is_empty() {
-                self.call(conn.del::<_, ()>(&keys)).await?;
+                self.call("purge_tenant", conn.del::<_, ()>(&keys)).await?;
             }
             if next == 0 {
                 return Ok(());
@@ -566,7 +592,9 @@ impl SessionStore for RedisStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let pong: String = self.call(redis::cmd("PING").query_async(&mut conn)).await?;
+        let pong: String = self
+            .call("ping", redis::cmd("PING").query_async(&mut conn))
+            .await?;
         if pong == "PONG" {
             Ok(())
         } else {
