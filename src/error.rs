@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::telemetry;
 
 /// The stable error codes of SPEC §3 and §5.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     TokenMissing,
@@ -198,7 +198,8 @@ pub struct AppError {
     flavor: Flavor,
     challenge: Challenge,
     scope: Option<String>,
-    retry_after: Option<u64>,
+    retry_after: Option<u32>,
+    allow: Option<String>,
     cause: Option<anyhow::Error>,
 }
 
@@ -225,6 +226,7 @@ impl AppError {
             challenge,
             scope: None,
             retry_after: None,
+            allow: None,
             cause: None,
         }
     }
@@ -309,7 +311,13 @@ impl AppError {
         self
     }
 
-    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+    /// The methods a 405 names in `Allow`.
+    pub fn with_allow(mut self, methods: &str) -> Self {
+        self.allow = Some(methods.to_owned());
+        self
+    }
+
+    pub fn with_retry_after(mut self, seconds: u32) -> Self {
         self.retry_after = Some(seconds);
         self
     }
@@ -358,22 +366,29 @@ impl std::fmt::Display for AppError {
 
 impl std::error::Error for AppError {}
 
-#[derive(Serialize)]
-struct ProblemBody<'a> {
+/// An RFC 9457 problem document, as every non-OAuth error is answered.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Problem {
+    /// A URI naming the problem type.
     #[serde(rename = "type")]
-    kind: String,
-    title: &'static str,
-    status: u16,
-    detail: &'a str,
-    code: &'static str,
-    request_id: String,
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    pub code: ErrorCode,
+    /// Quote it when reporting a problem.
+    pub request_id: String,
 }
 
-#[derive(Serialize)]
-struct OAuthBody<'a> {
-    error: &'static str,
-    error_description: &'a str,
-    code: &'static str,
+/// The RFC 6749 §5.2 error of the OAuth endpoints, with the stable `code`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct OAuthError {
+    /// The RFC 6749 error (`invalid_request`, `invalid_client`, `invalid_grant`,
+    /// `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`,
+    /// `temporarily_unavailable`, `server_error`).
+    pub error: String,
+    pub error_description: String,
+    pub code: ErrorCode,
 }
 
 impl ResponseError for AppError {
@@ -418,23 +433,26 @@ impl ResponseError for AppError {
         {
             builder.insert_header((header::WWW_AUTHENTICATE, value));
         }
+        if let Some(allow) = &self.allow {
+            builder.insert_header((header::ALLOW, allow.as_str()));
+        }
         if let Some(seconds) = self.retry_after {
             builder.insert_header((header::RETRY_AFTER, seconds.to_string()));
         }
         builder.insert_header((header::CACHE_CONTROL, "no-store"));
         match self.flavor {
-            Flavor::OAuth => builder.json(OAuthBody {
-                error: self.code.oauth_error(),
-                error_description: &self.detail,
-                code: self.code.as_str(),
+            Flavor::OAuth => builder.json(OAuthError {
+                error: self.code.oauth_error().to_owned(),
+                error_description: self.detail.clone(),
+                code: self.code,
             }),
             Flavor::Problem => {
-                let body = ProblemBody {
+                let body = Problem {
                     kind: format!("https://latchkey.dev/problems/{}", self.code.as_str()),
-                    title: self.code.title(),
+                    title: self.code.title().to_owned(),
                     status: status.as_u16(),
-                    detail: &self.detail,
-                    code: self.code.as_str(),
+                    detail: self.detail.clone(),
+                    code: self.code,
                     request_id: ctx.id,
                 };
                 let json = serde_json::to_vec(&body).unwrap_or_default();

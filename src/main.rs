@@ -37,10 +37,25 @@ enum Command {
     },
     /// Print the effective configuration, secrets masked.
     CheckConfig,
+    /// Print the OpenAPI 3.1 document generated from the handlers.
+    Openapi,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Openapi) = cli.command {
+        // Needs no configuration: the document comes from the code alone.
+        return match latchkey::api::openapi().to_pretty_json() {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("latchkey: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let config = match Config::from_env() {
         Ok(c) => c,
         Err(e) => {
@@ -102,6 +117,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 println!("password (shown once): {}", pw.expose());
             }
         }
+        Command::Openapi => unreachable!("handled before configuration is read"),
         Command::CheckConfig => {
             println!("{}", serde_json::to_string_pretty(&config.masked())?);
         }

@@ -9,6 +9,7 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
+use utoipa_actix_web::AppExt;
 
 use crate::authn::keys::{KeyRing, MasterKey};
 use crate::authn::password::PasswordHasherPool;
@@ -127,18 +128,27 @@ impl Application {
 
         crate::metrics::handle();
         let data = web::Data::from(state.clone());
+        let spec = api::openapi();
+        let routes = web::Data::new(api::RouteTable::from_openapi(&spec));
         let workers = state.config.workers.unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1)
         });
         let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
+            let (app, _) = App::new()
+                .into_utoipa_app()
+                .configure(api::configure)
+                .split_for_parts();
+            app.app_data(data.clone())
+                .app_data(routes.clone())
                 .app_data(api::payload_config())
                 .app_data(api::path_config())
-                .configure(api::configure)
-                .default_service(web::to(api::not_found))
+                .service(
+                    utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
+                        .url("/openapi.json", spec.clone()),
+                )
+                .default_service(web::to(api::fallback))
                 .wrap(from_fn(crate::metrics::track))
                 .wrap(from_fn(telemetry::request_context))
         })

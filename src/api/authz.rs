@@ -1,20 +1,22 @@
 //! The policy decision point for tenant applications.
 
+use crate::error::Problem;
+use actix_web::post;
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::extract::TenantCaller;
-use super::resource;
 use crate::api::{Json, Query};
 use crate::authz::{Matched, RoleExplanation};
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/tenants/{t}/authz/check").route(web::post().to(check)));
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(check);
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CheckRequest {
     /// A user id of the tenant.
@@ -23,15 +25,16 @@ pub struct CheckRequest {
     action: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CheckQuery {
     #[serde(default)]
     explain: bool,
 }
 
-#[derive(Serialize)]
-struct CheckResponse {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CheckResponse {
     allowed: bool,
     roles: Vec<String>,
     matched: Option<Matched>,
@@ -48,7 +51,24 @@ fn check_field(field: &str, value: &str) -> AppResult<()> {
 
 /// May `subject` do `action` on `resource` in this tenant? Callable with a
 /// `client_credentials` token of the tenant, or a user's token holding `authz:read`.
-async fn check(
+#[utoipa::path(
+    tag = "authorization",
+    params(("t" = String, Path, description = "Tenant slug"), CheckQuery),
+    request_body = CheckRequest,
+    responses(
+        (status = 200, description = "The decision", body = CheckResponse),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[post("/tenants/{t}/authz/check")]
+pub async fn check(
     state: web::Data<AppState>,
     caller: TenantCaller,
     query: Query<CheckQuery>,

@@ -1,11 +1,16 @@
 //! A signed-in user's own endpoints: userinfo, logout, sessions, password;
 //! and self sign-up.
 
+use super::ListResponse;
+use super::admin::UserView;
+use crate::error::Problem;
 use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{delete, get, post};
 use serde::{Deserialize, Serialize};
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use super::extract::{TenantCaller, app_state, origin, realm};
-use super::{no_content, resource};
+use super::no_content;
 use crate::api::Json;
 use crate::config::Secret;
 use crate::error::{AppError, AppResult, ErrorCode};
@@ -14,21 +19,17 @@ use crate::service::{auth, users};
 use crate::state::AppState;
 use crate::store::session::EndReason;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        resource("/tenants/{t}/oauth/userinfo")
-            .route(web::get().to(userinfo))
-            .route(web::post().to(userinfo)),
-    )
-    .service(resource("/tenants/{t}/logout").route(web::post().to(logout)))
-    .service(resource("/tenants/{t}/me/sessions").route(web::get().to(list_sessions)))
-    .service(resource("/tenants/{t}/me/sessions/{sid}").route(web::delete().to(end_session)))
-    .service(resource("/tenants/{t}/me/password").route(web::post().to(change_password)))
-    .service(resource("/tenants/{t}/signup").route(web::post().to(signup)));
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(userinfo);
+    cfg.service(logout);
+    cfg.service(list_sessions);
+    cfg.service(end_session);
+    cfg.service(change_password);
+    cfg.service(signup);
 }
 
-#[derive(Serialize)]
-struct UserInfo {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UserInfo {
     sub: String,
     email: String,
     email_verified: bool,
@@ -36,7 +37,20 @@ struct UserInfo {
 }
 
 /// OIDC userinfo of the token's user.
-async fn userinfo(state: web::Data<AppState>, caller: TenantCaller) -> AppResult<HttpResponse> {
+#[utoipa::path(
+    tag = "me",
+    params(("t" = String, Path, description = "Tenant slug")),
+    responses(
+        (status = 200, description = "The signed-in user", body = UserInfo),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[get("/tenants/{t}/oauth/userinfo")]
+pub async fn userinfo(state: web::Data<AppState>, caller: TenantCaller) -> AppResult<HttpResponse> {
     let user_id = caller.user_id()?;
     if !caller.claims.scope.split(' ').any(|s| s == "openid") {
         return Err(
@@ -63,15 +77,31 @@ async fn userinfo(state: web::Data<AppState>, caller: TenantCaller) -> AppResult
         }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LogoutBody {
+pub struct LogoutBody {
     #[serde(default)]
     all: bool,
 }
 
 /// Ends the caller's session (or all of the user's with `{"all": true}`).
-async fn logout(
+#[utoipa::path(
+    tag = "me",
+    params(("t" = String, Path, description = "Tenant slug")),
+    request_body(content = Option<LogoutBody>, content_type = "application/json"),
+    responses(
+        (status = 204, description = "Session ended"),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[post("/tenants/{t}/logout")]
+pub async fn logout(
     req: HttpRequest,
     state: web::Data<AppState>,
     caller: TenantCaller,
@@ -105,14 +135,28 @@ async fn logout(
     Ok(no_content())
 }
 
-#[derive(Serialize)]
-struct SessionList {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SessionList {
     items: Vec<SessionView>,
     next_cursor: Option<String>,
 }
 
 /// The caller's active sessions.
-async fn list_sessions(
+#[utoipa::path(
+    operation_id = "list_my_sessions",
+    tag = "me",
+    params(("t" = String, Path, description = "Tenant slug")),
+    responses(
+        (status = 200, description = "The caller's active sessions", body = ListResponse<SessionView>),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[get("/tenants/{t}/me/sessions")]
+pub async fn list_sessions(
     state: web::Data<AppState>,
     caller: TenantCaller,
 ) -> AppResult<HttpResponse> {
@@ -133,7 +177,20 @@ async fn list_sessions(
 }
 
 /// Ends one of the caller's sessions.
-async fn end_session(
+#[utoipa::path(
+    tag = "me",
+    params(("t" = String, Path, description = "Tenant slug"), ("sid" = String, Path, description = "Session id")),
+    responses(
+        (status = 204, description = "Session ended"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[delete("/tenants/{t}/me/sessions/{sid}")]
+pub async fn end_session(
     req: HttpRequest,
     state: web::Data<AppState>,
     caller: TenantCaller,
@@ -166,15 +223,34 @@ async fn end_session(
     Ok(no_content())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PasswordChange {
+pub struct PasswordChange {
+    #[schema(value_type = String, format = Password)]
     current_password: Secret,
+    #[schema(value_type = String, format = Password)]
     new_password: Secret,
 }
 
 /// Changes the caller's password; every other session ends.
-async fn change_password(
+#[utoipa::path(
+    tag = "me",
+    params(("t" = String, Path, description = "Tenant slug")),
+    request_body = PasswordChange,
+    responses(
+        (status = 204, description = "Password changed; every other session ended"),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[post("/tenants/{t}/me/password")]
+pub async fn change_password(
     req: HttpRequest,
     state: web::Data<AppState>,
     caller: TenantCaller,
@@ -195,15 +271,31 @@ async fn change_password(
     Ok(no_content())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SignupBody {
+pub struct SignupBody {
     email: String,
+    #[schema(value_type = String, format = Password)]
     password: Secret,
 }
 
 /// Self sign-up, when the tenant allows it.
-async fn signup(req: HttpRequest, body: Json<SignupBody>) -> AppResult<HttpResponse> {
+#[utoipa::path(
+    tag = "me",
+    params(("t" = String, Path, description = "Tenant slug")),
+    request_body = SignupBody,
+    responses(
+        (status = 201, description = "The new user", body = UserView),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`conflict`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    )
+)]
+#[post("/tenants/{t}/signup")]
+pub async fn signup(req: HttpRequest, body: Json<SignupBody>) -> AppResult<HttpResponse> {
     let state = app_state(&req)?;
     let slug = realm(&req);
     let tenant = state.tenant(&slug).await.map_err(|e| match e {

@@ -14,9 +14,10 @@ use std::pin::Pin;
 use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
 use actix_web::http::header;
-use actix_web::{FromRequest, HttpRequest, HttpResponse, Route, web};
+use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::error::{AppError, AppResult, ErrorCode};
 
@@ -106,7 +107,8 @@ pub fn path_config() -> web::PathConfig {
 }
 
 /// `?limit=&cursor=` of every listing.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     pub limit: Option<usize>,
@@ -124,7 +126,7 @@ impl ListQuery {
 }
 
 /// `{"items": [...], "next_cursor": ...}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ListResponse<T> {
     pub items: Vec<T>,
     pub next_cursor: Option<String>,
@@ -136,38 +138,151 @@ pub fn rfc3339(t: chrono::NaiveDateTime) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// The body of every request to an unknown path.
-pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, AppError> {
-    Err(AppError::not_found("The resource").with_realm(&extract::realm(&req)))
-}
-
-/// The body of every request with a method the path does not take.
-pub async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, AppError> {
-    Err(AppError::new(
-        ErrorCode::MethodNotAllowed,
-        format!("{} is not allowed here", req.method()),
+/// The API description's fixed parts; paths and schemas are collected from
+/// the handlers as they are registered.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "latchkey",
+        description = "A multi-tenant identity provider: JWT access tokens (RFC 9068), rotating refresh tokens, immediate revocation, per-tenant roles (Casbin) and a policy decision point. Every error is `application/problem+json` (RFC 9457) with a stable `code`; the OAuth endpoints answer RFC 6749 §5.2 bodies with `code`.",
+        license(name = "Apache-2.0", identifier = "Apache-2.0")
+    ),
+    components(schemas(crate::error::Problem, crate::error::OAuthError, crate::error::ErrorCode)),
+    modifiers(&SecuritySchemes),
+    tags(
+        (name = "oauth", description = "RFC 6749 token endpoint, RFC 7009 revocation, RFC 7662 introspection"),
+        (name = "discovery", description = "OIDC discovery and JWKS"),
+        (name = "me", description = "The signed-in user's own endpoints"),
+        (name = "authorization", description = "Policy decision point for tenant applications"),
+        (name = "tenants", description = "Tenants (platform admins; tenant admins read and rename their own)"),
+        (name = "users", description = "Users of a tenant"),
+        (name = "roles", description = "Roles and role assignments of a tenant"),
+        (name = "clients", description = "OAuth clients of a tenant"),
+        (name = "sessions", description = "Sessions of a tenant's users"),
+        (name = "keys", description = "Signing keys of a tenant"),
+        (name = "audit", description = "Audit log of a tenant"),
+        (name = "operations", description = "Health, readiness, metrics")
     )
-    .with_realm(&extract::realm(&req)))
+)]
+pub struct ApiDoc;
+
+struct SecuritySchemes;
+
+impl utoipa::Modify for SecuritySchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("An access token of the tenant (or of `system` for platform admins on admin routes)"))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "client_basic",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some("client_secret_basic: client_id and client_secret"))
+                    .build(),
+            ),
+        );
+    }
 }
 
-/// A resource whose other methods answer 405 problem+json.
-pub fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
-}
-
-/// Sugar for building routes.
-pub fn get() -> Route {
-    web::get()
-}
-
-/// Registers every route.
-pub fn configure(cfg: &mut web::ServiceConfig) {
+/// Registers every route, through utoipa-actix-web so the OpenAPI document
+/// is collected from the same registrations.
+pub fn configure(cfg: &mut ServiceConfig) {
     ops::configure(cfg);
     wellknown::configure(cfg);
     oauth::configure(cfg);
     me::configure(cfg);
     authz::configure(cfg);
     admin::configure(cfg);
+}
+
+/// The OpenAPI 3.1 document generated from the handlers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    use utoipa::OpenApi;
+    use utoipa_actix_web::AppExt;
+    let (_, api) = actix_web::App::new()
+        .into_utoipa_app()
+        .openapi(ApiDoc::openapi())
+        .configure(configure)
+        .split_for_parts();
+    api
+}
+
+/// The route templates and their methods, for 405 answers with `Allow`.
+#[derive(Debug, Default)]
+pub struct RouteTable(Vec<(Vec<String>, Vec<String>)>);
+
+impl RouteTable {
+    pub fn from_openapi(api: &utoipa::openapi::OpenApi) -> Self {
+        let routes = api
+            .paths
+            .paths
+            .iter()
+            .map(|(path, item)| {
+                let segments = path
+                    .trim_matches('/')
+                    .split('/')
+                    .map(str::to_owned)
+                    .collect();
+                let methods = serde_json::to_value(item)
+                    .ok()
+                    .and_then(|v| v.as_object().cloned())
+                    .map(|o| {
+                        o.keys()
+                            .filter(|k| {
+                                ["get", "post", "put", "patch", "delete", "head", "options"]
+                                    .contains(&k.as_str())
+                            })
+                            .map(|k| k.to_ascii_uppercase())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (segments, methods)
+            })
+            .collect();
+        Self(routes)
+    }
+
+    /// The methods a concrete path takes, if any route template matches it.
+    pub fn allowed(&self, path: &str) -> Option<Vec<String>> {
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        self.0
+            .iter()
+            .find(|(segments, _)| {
+                segments.len() == parts.len()
+                    && segments
+                        .iter()
+                        .zip(&parts)
+                        .all(|(s, p)| (s.starts_with('{') && !p.is_empty()) || s == p)
+            })
+            .map(|(_, methods)| methods.clone())
+    }
+}
+
+/// Unknown paths are 404; known paths with another method are 405 with `Allow`.
+pub async fn fallback(
+    req: HttpRequest,
+    routes: web::Data<RouteTable>,
+) -> Result<HttpResponse, AppError> {
+    let realm = extract::realm(&req);
+    match routes.allowed(req.path()) {
+        Some(methods) => Err(AppError::new(
+            ErrorCode::MethodNotAllowed,
+            format!("{} is not allowed here", req.method()),
+        )
+        .with_allow(&methods.join(", "))
+        .with_realm(&realm)),
+        None => Err(AppError::not_found("The resource").with_realm(&realm)),
+    }
 }
 
 /// 204 with no body.

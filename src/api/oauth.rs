@@ -1,7 +1,11 @@
 //! The RFC 6749 token endpoint, RFC 7009 revocation and RFC 7662
 //! introspection. Every error here is an RFC 6749 §5.2 body with `code`.
 
+use crate::error::OAuthError;
+use crate::service::auth::{Introspection, TokenResponse};
+use actix_web::post;
 use std::collections::HashMap;
+use utoipa_actix_web::service_config::ServiceConfig;
 
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -9,18 +13,65 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use futures_util::StreamExt;
 
+use super::BODY_LIMIT;
 use super::extract::{app_state, origin, realm};
-use super::{BODY_LIMIT, resource};
 use crate::config::Secret;
 use crate::error::{AppError, AppResult, ErrorCode, Flavor};
 use crate::service::auth::{self, ClientAuthMethod, ClientCredentials, TokenRequest};
 use crate::state::AppState;
 use crate::store::db::tenants::Tenant;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/tenants/{t}/oauth/token").route(web::post().to(token)))
-        .service(resource("/tenants/{t}/oauth/revoke").route(web::post().to(revoke)))
-        .service(resource("/tenants/{t}/oauth/introspect").route(web::post().to(introspect)));
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(token);
+    cfg.service(revoke);
+    cfg.service(introspect);
+}
+
+/// The token endpoint's form (RFC 6749 §4.3, §4.4, §6). Client credentials
+/// go in HTTP Basic (`client_secret_basic`) or here (`client_secret_post`);
+/// public clients send `client_id` alone.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct TokenForm {
+    /// `password`, `refresh_token` or `client_credentials`.
+    grant_type: String,
+    client_id: Option<String>,
+    #[schema(format = Password)]
+    client_secret: Option<String>,
+    /// The e-mail (grant `password`).
+    username: Option<String>,
+    #[schema(format = Password)]
+    password: Option<String>,
+    /// Grant `refresh_token`.
+    #[schema(format = Password)]
+    refresh_token: Option<String>,
+    /// Space-separated; `openid profile email offline_access` for users.
+    scope: Option<String>,
+}
+
+/// RFC 7009 request.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct RevokeForm {
+    /// A refresh token (its family and session end) or an access token.
+    #[schema(format = Password)]
+    token: String,
+    token_type_hint: Option<String>,
+    client_id: Option<String>,
+    #[schema(format = Password)]
+    client_secret: Option<String>,
+}
+
+/// RFC 7662 request (confidential clients).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct IntrospectForm {
+    #[schema(format = Password)]
+    token: String,
+    token_type_hint: Option<String>,
+    client_id: Option<String>,
+    #[schema(format = Password)]
+    client_secret: Option<String>,
 }
 
 fn invalid_request(detail: &str) -> AppError {
@@ -160,7 +211,23 @@ where
 }
 
 /// POST /tenants/{t}/oauth/token
-async fn token(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, AppError> {
+#[utoipa::path(
+    tag = "oauth",
+    params(("t" = String, Path, description = "Tenant slug")),
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Tokens (RFC 6749 §5.1), `Cache-Control: no-store`", body = TokenResponse),
+        (status = 400, description = "`invalid_request`, `invalid_grant`, `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`", body = OAuthError),
+        (status = 401, description = "`invalid_client` (with `WWW-Authenticate: Basic` when Basic was used)", body = OAuthError),
+        (status = 404, description = "`not_found`: no such tenant", body = OAuthError),
+        (status = 413, description = "`payload_too_large`", body = OAuthError),
+        (status = 415, description = "`unsupported_media_type`", body = OAuthError),
+        (status = 503, description = "`store_unavailable`", body = OAuthError)
+    ),
+    security((), ("client_basic" = []))
+)]
+#[post("/tenants/{t}/oauth/token")]
+pub async fn token(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, AppError> {
     oauth_endpoint(&req, async {
         let state = app_state(&req)?;
         let tenant = oauth_tenant(&state, &realm(&req)).await?;
@@ -180,26 +247,58 @@ async fn token(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, 
 }
 
 /// POST /tenants/{t}/oauth/revoke
-async fn revoke(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, AppError> {
+#[utoipa::path(
+    tag = "oauth",
+    params(("t" = String, Path, description = "Tenant slug")),
+    request_body(content = RevokeForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "Revoked, or unknown (RFC 7009 §2.2)"),
+        (status = 400, description = "`invalid_request`, `invalid_grant`, `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`", body = OAuthError),
+        (status = 401, description = "`invalid_client` (with `WWW-Authenticate: Basic` when Basic was used)", body = OAuthError),
+        (status = 404, description = "`not_found`: no such tenant", body = OAuthError),
+        (status = 413, description = "`payload_too_large`", body = OAuthError),
+        (status = 415, description = "`unsupported_media_type`", body = OAuthError),
+        (status = 503, description = "`store_unavailable`", body = OAuthError)
+    ),
+    security((), ("client_basic" = []))
+)]
+#[post("/tenants/{t}/oauth/revoke")]
+pub async fn revoke(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, AppError> {
     oauth_endpoint(&req, async {
         let state = app_state(&req)?;
         let tenant = oauth_tenant(&state, &realm(&req)).await?;
         let mut form = read_form(&req, payload).await?;
         let creds = client_credentials(&req, &mut form)?;
         let client = auth::authenticate_client(&state, &tenant.slug, &creds).await?;
-        let token = form
+        let presented = form
             .remove("token")
             .filter(|t| !t.is_empty())
             .ok_or_else(|| invalid_request("token is required."))?;
         let origin = origin(&req, Some(&format!("client:{}", client.client_id)));
-        auth::revoke(&state, &tenant, &client, &token, &origin).await?;
+        auth::revoke(&state, &tenant, &client, &presented, &origin).await?;
         Ok(HttpResponse::Ok().finish())
     })
     .await
 }
 
 /// POST /tenants/{t}/oauth/introspect (confidential clients only)
-async fn introspect(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, AppError> {
+#[utoipa::path(
+    tag = "oauth",
+    params(("t" = String, Path, description = "Tenant slug")),
+    request_body(content = IntrospectForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, description = "RFC 7662 answer; `{\"active\": false}` for unknown, revoked or foreign tokens", body = Introspection),
+        (status = 400, description = "`invalid_request`, `invalid_grant`, `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`", body = OAuthError),
+        (status = 401, description = "`invalid_client` (with `WWW-Authenticate: Basic` when Basic was used)", body = OAuthError),
+        (status = 404, description = "`not_found`: no such tenant", body = OAuthError),
+        (status = 413, description = "`payload_too_large`", body = OAuthError),
+        (status = 415, description = "`unsupported_media_type`", body = OAuthError),
+        (status = 503, description = "`store_unavailable`", body = OAuthError)
+    ),
+    security(("client_basic" = []))
+)]
+#[post("/tenants/{t}/oauth/introspect")]
+pub async fn introspect(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, AppError> {
     oauth_endpoint(&req, async {
         let state = app_state(&req)?;
         let tenant = oauth_tenant(&state, &realm(&req)).await?;
@@ -212,11 +311,11 @@ async fn introspect(req: HttpRequest, payload: web::Payload) -> Result<HttpRespo
             ));
         }
         auth::authenticate_client(&state, &tenant.slug, &creds).await?;
-        let token = form
+        let presented = form
             .remove("token")
             .filter(|t| !t.is_empty())
             .ok_or_else(|| invalid_request("token is required."))?;
-        let answer = auth::introspect(&state, &tenant, &token).await?;
+        let answer = auth::introspect(&state, &tenant, &presented).await?;
         Ok(HttpResponse::Ok().json(answer))
     })
     .await

@@ -1,30 +1,46 @@
 //! Health and readiness.
 
+use crate::error::Problem;
+use actix_web::get;
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
+use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::resource;
 use crate::error::AppError;
 use crate::state::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/healthz").route(web::get().to(healthz)))
-        .service(resource("/readyz").route(web::get().to(readyz)))
-        .service(resource("/metrics").route(web::get().to(metrics)));
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(healthz);
+    cfg.service(readyz);
+    cfg.service(metrics);
 }
 
-#[derive(Serialize)]
-struct Health {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Health {
     status: &'static str,
 }
 
 /// The process is up.
-async fn healthz() -> HttpResponse {
+#[utoipa::path(
+    tag = "operations",
+    responses(
+        (status = 200, description = "The process is up", body = Health)
+    )
+)]
+#[get("/healthz")]
+pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok" })
 }
 
 /// Prometheus text exposition.
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(
+    tag = "operations",
+    responses(
+        (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")
+    )
+)]
+#[get("/metrics")]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     if let Some(handle) = crate::metrics::handle() {
         crate::metrics::argon2_queue_depth(state.passwords.queue_depth());
         HttpResponse::Ok()
@@ -35,15 +51,23 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-#[derive(Serialize)]
-struct Readiness {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Readiness {
     status: &'static str,
     database: &'static str,
     session_store: &'static str,
 }
 
 /// The database and the session store answer; 503 names what does not.
-async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
+#[utoipa::path(
+    tag = "operations",
+    responses(
+        (status = 200, description = "Database and session store answer", body = Readiness),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    )
+)]
+#[get("/readyz")]
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
     let (db, store) = tokio::join!(state.db.ping(), state.sessions.ping());
     let word = |ok: bool| if ok { "up" } else { "down" };
     let body = Readiness {

@@ -1,18 +1,18 @@
 //! OIDC discovery and the JWKS of each tenant.
 
+use crate::error::Problem;
+use actix_web::get;
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
+use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::resource;
 use crate::authn::keys::Jwk;
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        resource("/tenants/{t}/.well-known/openid-configuration").route(web::get().to(discovery)),
-    )
-    .service(resource("/tenants/{t}/.well-known/jwks.json").route(web::get().to(jwks)));
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(discovery);
+    cfg.service(jwks);
 }
 
 async fn existing_tenant(state: &AppState, slug: &str) -> AppResult<()> {
@@ -22,8 +22,8 @@ async fn existing_tenant(state: &AppState, slug: &str) -> AppResult<()> {
     })
 }
 
-#[derive(Serialize)]
-struct Discovery {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Discovery {
     issuer: String,
     jwks_uri: String,
     token_endpoint: String,
@@ -42,7 +42,20 @@ struct Discovery {
 }
 
 /// OpenID Provider metadata of the tenant.
-async fn discovery(state: web::Data<AppState>, t: web::Path<String>) -> AppResult<HttpResponse> {
+#[utoipa::path(
+    tag = "discovery",
+    params(("t" = String, Path, description = "Tenant slug")),
+    responses(
+        (status = 200, description = "OpenID Provider metadata", body = Discovery),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    )
+)]
+#[get("/tenants/{t}/.well-known/openid-configuration")]
+pub async fn discovery(
+    state: web::Data<AppState>,
+    t: web::Path<String>,
+) -> AppResult<HttpResponse> {
     existing_tenant(&state, &t).await?;
     let issuer = state.issuer(&t);
     let auth_methods = vec!["client_secret_basic", "client_secret_post", "none"];
@@ -86,13 +99,23 @@ async fn discovery(state: web::Data<AppState>, t: web::Path<String>) -> AppResul
         }))
 }
 
-#[derive(Serialize)]
-struct JwkSet {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct JwkSet {
     keys: Vec<Jwk>,
 }
 
 /// The tenant's public keys: the active one and retired ones that still verify.
-async fn jwks(state: web::Data<AppState>, t: web::Path<String>) -> AppResult<HttpResponse> {
+#[utoipa::path(
+    tag = "discovery",
+    params(("t" = String, Path, description = "Tenant slug")),
+    responses(
+        (status = 200, description = "Active, pending and still-verifying keys", body = JwkSet),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    )
+)]
+#[get("/tenants/{t}/.well-known/jwks.json")]
+pub async fn jwks(state: web::Data<AppState>, t: web::Path<String>) -> AppResult<HttpResponse> {
     existing_tenant(&state, &t).await?;
     let keys = state.keys.keys(&t).await?;
     Ok(HttpResponse::Ok()

@@ -143,7 +143,7 @@ impl MasterKey {
 }
 
 /// A public key as published in the JWKS.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Jwk {
     pub kty: String,
     pub kid: String,

@@ -12,7 +12,7 @@ use crate::domain::TenantSlug;
 use crate::store::StoreError;
 
 /// `aud`: one string or several.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum Audience {
     One(String),

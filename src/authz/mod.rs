@@ -100,7 +100,7 @@ pub struct TenantPolicy {
 }
 
 /// A permission that allowed a request.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Matched {
     pub role: String,
     pub resource: String,
@@ -108,7 +108,7 @@ pub struct Matched {
 }
 
 /// Why one role of the subject did or did not allow the request.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct RoleExplanation {
     pub role: String,
     pub allowed: bool,

@@ -36,7 +36,7 @@ pub struct ClientCredentials {
 }
 
 /// RFC 6749 §5.1 success body. Also what the grace window replays.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct TokenResponse {
     pub access_token: String,
     pub token_type: String,
@@ -676,7 +676,7 @@ pub async fn revoke(
 }
 
 /// RFC 7662 answer.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Default, utoipa::ToSchema)]
 pub struct Introspection {
     pub active: bool,
     #[serde(skip_serializing_if = "Option::is_none")]

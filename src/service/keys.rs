@@ -15,7 +15,7 @@ use crate::store::db::keys as key_rows;
 use crate::store::db::tenants::Tenant;
 
 /// A signing key as the admin API shows it (never the private part).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct KeyView {
     pub kid: String,
     pub alg: String,

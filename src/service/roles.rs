@@ -11,7 +11,7 @@ use crate::store::StoreError;
 use crate::store::db::{Page, decode_cursor, policies, users};
 
 /// One permission of a role.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Permission {
     pub resource: String,
@@ -19,7 +19,7 @@ pub struct Permission {
 }
 
 /// A role as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Role {
     pub name: String,
     pub description: String,

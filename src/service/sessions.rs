@@ -10,7 +10,7 @@ use crate::store::db::tenants::Tenant;
 use crate::store::session::{EndReason, SessionRecord};
 
 /// A session as the API shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SessionView {
     pub id: String,
     pub client_id: String,

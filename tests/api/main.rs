@@ -12,6 +12,7 @@ mod instances;
 mod isolation;
 mod jwks;
 mod metrics;
+mod openapi;
 mod refresh;
 mod revocation;
 mod store;

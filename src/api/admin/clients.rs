@@ -1,6 +1,8 @@
 //! OAuth clients of a tenant.
 
+use crate::error::Problem;
 use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{delete, get, patch, post};
 use serde::{Deserialize, Serialize};
 
 use crate::api::extract::{Authorized, ClientsRead, ClientsWrite};
@@ -12,7 +14,7 @@ use crate::service::clients;
 use crate::state::AppState;
 use crate::store::db::clients::Client;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct ClientView {
     client_id: String,
     name: String,
@@ -43,7 +45,7 @@ impl ClientView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateClient {
     name: String,
@@ -57,6 +59,20 @@ pub struct CreateClient {
     client_id: Option<String>,
 }
 
+#[utoipa::path(
+    tag = "clients",
+    params(("t" = String, Path, description = "Tenant slug"), ListQuery),
+    responses(
+        (status = 200, description = "Clients by id", body = ListResponse<ClientView>),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[get("/admin/tenants/{t}/clients")]
 pub async fn list_clients(
     state: web::Data<AppState>,
     auth: Authorized<ClientsRead>,
@@ -74,6 +90,24 @@ pub async fn list_clients(
     }))
 }
 
+#[utoipa::path(
+    tag = "clients",
+    params(("t" = String, Path, description = "Tenant slug")),
+    request_body = CreateClient,
+    responses(
+        (status = 201, description = "The client; `client_secret` is answered this once", body = ClientView),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`conflict`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[post("/admin/tenants/{t}/clients")]
 pub async fn create_client(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -96,6 +130,20 @@ pub async fn create_client(
         .json(ClientView::new(client, secret)))
 }
 
+#[utoipa::path(
+    tag = "clients",
+    params(("t" = String, Path, description = "Tenant slug"), ("client_id" = String, Path, description = "Client id")),
+    responses(
+        (status = 200, description = "The client", body = ClientView),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[get("/admin/tenants/{t}/clients/{client_id}")]
 pub async fn get_client(
     state: web::Data<AppState>,
     auth: Authorized<ClientsRead>,
@@ -106,7 +154,7 @@ pub async fn get_client(
     Ok(HttpResponse::Ok().json(ClientView::new(client, None)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchClient {
     name: Option<String>,
@@ -116,6 +164,23 @@ pub struct PatchClient {
     enabled: Option<bool>,
 }
 
+#[utoipa::path(
+    tag = "clients",
+    params(("t" = String, Path, description = "Tenant slug"), ("client_id" = String, Path, description = "Client id")),
+    request_body = PatchClient,
+    responses(
+        (status = 200, description = "The updated client", body = ClientView),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[patch("/admin/tenants/{t}/clients/{client_id}")]
 pub async fn patch_client(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -136,6 +201,20 @@ pub async fn patch_client(
     Ok(HttpResponse::Ok().json(ClientView::new(client, None)))
 }
 
+#[utoipa::path(
+    tag = "clients",
+    params(("t" = String, Path, description = "Tenant slug"), ("client_id" = String, Path, description = "Client id")),
+    responses(
+        (status = 204, description = "Deleted; its tokens die with it"),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[delete("/admin/tenants/{t}/clients/{client_id}")]
 pub async fn delete_client(
     req: HttpRequest,
     state: web::Data<AppState>,

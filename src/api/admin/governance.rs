@@ -1,6 +1,10 @@
 //! A tenant's sessions (per user), signing keys and audit log.
 
+use crate::error::Problem;
+use crate::service::keys::KeyView;
+use crate::service::sessions::SessionView;
 use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{get, post};
 use chrono::{DateTime, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +18,20 @@ use crate::service::{keys, sessions};
 use crate::state::AppState;
 use crate::store::db::audit::{self, AuditEvent, AuditFilter};
 
+#[utoipa::path(
+    tag = "sessions",
+    params(("t" = String, Path, description = "Tenant slug"), ("user_id" = String, Path, description = "User id")),
+    responses(
+        (status = 200, description = "The user's active sessions", body = ListResponse<SessionView>),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[get("/admin/tenants/{t}/users/{user_id}/sessions")]
 pub async fn list_sessions(
     state: web::Data<AppState>,
     auth: Authorized<SessionsRead>,
@@ -27,17 +45,34 @@ pub async fn list_sessions(
     }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RevokeSessions {
     session_ids: Option<Vec<String>>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct Revoked {
     revoked: usize,
 }
 
+#[utoipa::path(
+    tag = "sessions",
+    params(("t" = String, Path, description = "Tenant slug"), ("user_id" = String, Path, description = "User id")),
+    request_body = RevokeSessions,
+    responses(
+        (status = 200, description = "How many sessions ended", body = Revoked),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[post("/admin/tenants/{t}/users/{user_id}/sessions/revoke")]
 pub async fn revoke_sessions(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -57,6 +92,20 @@ pub async fn revoke_sessions(
     Ok(HttpResponse::Ok().json(Revoked { revoked }))
 }
 
+#[utoipa::path(
+    tag = "keys",
+    params(("t" = String, Path, description = "Tenant slug")),
+    responses(
+        (status = 200, description = "Signing keys, newest first", body = ListResponse<KeyView>),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[get("/admin/tenants/{t}/keys")]
 pub async fn list_keys(
     state: web::Data<AppState>,
     auth: Authorized<KeysRead>,
@@ -68,6 +117,20 @@ pub async fn list_keys(
     }))
 }
 
+#[utoipa::path(
+    tag = "keys",
+    params(("t" = String, Path, description = "Tenant slug")),
+    responses(
+        (status = 201, description = "The new key: published now, signing after the activation delay", body = KeyView),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[post("/admin/tenants/{t}/keys/rotate")]
 pub async fn rotate_key(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -77,7 +140,8 @@ pub async fn rotate_key(
     Ok(HttpResponse::Created().json(key))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     limit: Option<usize>,
@@ -100,7 +164,7 @@ fn parse_time(field: &str, value: Option<&str>) -> AppResult<Option<NaiveDateTim
         .transpose()
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct AuditView {
     id: String,
     at: String,
@@ -132,6 +196,20 @@ impl From<AuditEvent> for AuditView {
     }
 }
 
+#[utoipa::path(
+    tag = "audit",
+    params(("t" = String, Path, description = "Tenant slug"), AuditQuery),
+    responses(
+        (status = 200, description = "Audit events, newest first", body = ListResponse<AuditView>),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[get("/admin/tenants/{t}/audit")]
 pub async fn list_audit(
     state: web::Data<AppState>,
     auth: Authorized<AuditRead>,

@@ -1,6 +1,5 @@
-//! The admin API. Every route is listed once in [`routes`], which both
-//! registers it and lets tests enumerate it; every handler names its
-//! permission through its extractor (`Authorized<P>` or `PlatformAdmin`).
+//! The admin API. Every handler names its permission through its extractor
+//! (`Authorized<P>` or `PlatformAdmin`), which runs before the handler body.
 
 pub mod clients;
 pub mod governance;
@@ -8,77 +7,38 @@ pub mod roles;
 pub mod tenants;
 pub mod users;
 
-use actix_web::http::Method;
-use actix_web::{Route, web};
+use utoipa_actix_web::service_config::ServiceConfig;
 
 pub use users::UserView;
 
-/// One admin route: method, path template, the permission it needs (for
-/// documentation and tests; the handler's extractor enforces it).
-pub struct AdminRoute {
-    pub method: Method,
-    pub path: &'static str,
-    pub permission: &'static str,
-    handler: fn() -> Route,
-}
-
-macro_rules! route {
-    ($method:ident $path:literal $permission:literal => $handler:path) => {
-        AdminRoute {
-            method: Method::$method,
-            path: $path,
-            permission: $permission,
-            handler: || web::route().to($handler),
-        }
-    };
-}
-
-/// Every admin route.
-pub fn routes() -> Vec<AdminRoute> {
-    vec![
-        route!(GET "/admin/tenants" "platform-admin" => tenants::list_tenants),
-        route!(POST "/admin/tenants" "platform-admin" => tenants::create_tenant),
-        route!(GET "/admin/tenants/{t}" "tenant:read" => tenants::get_tenant),
-        route!(PATCH "/admin/tenants/{t}" "tenant:write" => tenants::patch_tenant),
-        route!(DELETE "/admin/tenants/{t}" "platform-admin" => tenants::delete_tenant),
-        route!(GET "/admin/tenants/{t}/users" "users:read" => users::list_users),
-        route!(POST "/admin/tenants/{t}/users" "users:write" => users::create_user),
-        route!(GET "/admin/tenants/{t}/users/{user_id}" "users:read" => users::get_user),
-        route!(PATCH "/admin/tenants/{t}/users/{user_id}" "users:write" => users::patch_user),
-        route!(DELETE "/admin/tenants/{t}/users/{user_id}" "users:write" => users::delete_user),
-        route!(GET "/admin/tenants/{t}/users/{user_id}/sessions" "sessions:read" => governance::list_sessions),
-        route!(POST "/admin/tenants/{t}/users/{user_id}/sessions/revoke" "sessions:write" => governance::revoke_sessions),
-        route!(GET "/admin/tenants/{t}/users/{user_id}/roles" "roles:read" => roles::get_user_roles),
-        route!(PUT "/admin/tenants/{t}/users/{user_id}/roles" "roles:write" => roles::put_user_roles),
-        route!(GET "/admin/tenants/{t}/roles" "roles:read" => roles::list_roles),
-        route!(POST "/admin/tenants/{t}/roles" "roles:write" => roles::create_role),
-        route!(GET "/admin/tenants/{t}/roles/{role}" "roles:read" => roles::get_role),
-        route!(PUT "/admin/tenants/{t}/roles/{role}" "roles:write" => roles::put_role),
-        route!(DELETE "/admin/tenants/{t}/roles/{role}" "roles:write" => roles::delete_role),
-        route!(GET "/admin/tenants/{t}/clients" "clients:read" => clients::list_clients),
-        route!(POST "/admin/tenants/{t}/clients" "clients:write" => clients::create_client),
-        route!(GET "/admin/tenants/{t}/clients/{client_id}" "clients:read" => clients::get_client),
-        route!(PATCH "/admin/tenants/{t}/clients/{client_id}" "clients:write" => clients::patch_client),
-        route!(DELETE "/admin/tenants/{t}/clients/{client_id}" "clients:write" => clients::delete_client),
-        route!(GET "/admin/tenants/{t}/keys" "keys:read" => governance::list_keys),
-        route!(POST "/admin/tenants/{t}/keys/rotate" "keys:write" => governance::rotate_key),
-        route!(GET "/admin/tenants/{t}/audit" "audit:read" => governance::list_audit),
-    ]
-}
-
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    let all = routes();
-    let mut paths: Vec<&'static str> = Vec::new();
-    for r in &all {
-        if !paths.contains(&r.path) {
-            paths.push(r.path);
-        }
-    }
-    for path in paths {
-        let mut resource = super::resource(path);
-        for r in all.iter().filter(|r| r.path == path) {
-            resource = resource.route((r.handler)().method(r.method.clone()));
-        }
-        cfg.service(resource);
-    }
+/// Registers every admin route; the OpenAPI document is collected from the
+/// same registrations, so tests enumerate the routes from it.
+pub fn configure(cfg: &mut ServiceConfig) {
+    cfg.service(tenants::list_tenants)
+        .service(tenants::create_tenant)
+        .service(tenants::get_tenant)
+        .service(tenants::patch_tenant)
+        .service(tenants::delete_tenant)
+        .service(users::list_users)
+        .service(users::create_user)
+        .service(users::get_user)
+        .service(users::patch_user)
+        .service(users::delete_user)
+        .service(governance::list_sessions)
+        .service(governance::revoke_sessions)
+        .service(roles::get_user_roles)
+        .service(roles::put_user_roles)
+        .service(roles::list_roles)
+        .service(roles::create_role)
+        .service(roles::get_role)
+        .service(roles::put_role)
+        .service(roles::delete_role)
+        .service(clients::list_clients)
+        .service(clients::create_client)
+        .service(clients::get_client)
+        .service(clients::patch_client)
+        .service(clients::delete_client)
+        .service(governance::list_keys)
+        .service(governance::rotate_key)
+        .service(governance::list_audit);
 }

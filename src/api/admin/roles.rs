@@ -1,6 +1,9 @@
 //! Roles of a tenant and who holds them.
 
+use crate::error::Problem;
+use crate::service::roles::Role;
 use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{delete, get, post, put};
 use serde::{Deserialize, Serialize};
 
 use crate::api::extract::{Authorized, RolesRead, RolesWrite};
@@ -10,7 +13,7 @@ use crate::error::{AppError, AppResult};
 use crate::service::roles::{self, Permission};
 use crate::state::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRole {
     name: String,
@@ -20,7 +23,7 @@ pub struct CreateRole {
     permissions: Vec<Permission>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplaceRole {
     /// Optional; must equal the name in the path when given.
@@ -30,12 +33,26 @@ pub struct ReplaceRole {
     permissions: Vec<Permission>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UserRoles {
     roles: Vec<String>,
 }
 
+#[utoipa::path(
+    tag = "roles",
+    params(("t" = String, Path, description = "Tenant slug"), ListQuery),
+    responses(
+        (status = 200, description = "Roles by name", body = ListResponse<Role>),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[get("/admin/tenants/{t}/roles")]
 pub async fn list_roles(
     state: web::Data<AppState>,
     auth: Authorized<RolesRead>,
@@ -49,6 +66,24 @@ pub async fn list_roles(
     }))
 }
 
+#[utoipa::path(
+    tag = "roles",
+    params(("t" = String, Path, description = "Tenant slug")),
+    request_body = CreateRole,
+    responses(
+        (status = 201, description = "The role", body = Role),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`conflict`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[post("/admin/tenants/{t}/roles")]
 pub async fn create_role(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -68,6 +103,20 @@ pub async fn create_role(
     Ok(HttpResponse::Created().json(role))
 }
 
+#[utoipa::path(
+    tag = "roles",
+    params(("t" = String, Path, description = "Tenant slug"), ("role" = String, Path, description = "Role name")),
+    responses(
+        (status = 200, description = "The role", body = Role),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[get("/admin/tenants/{t}/roles/{role}")]
 pub async fn get_role(
     state: web::Data<AppState>,
     auth: Authorized<RolesRead>,
@@ -77,6 +126,24 @@ pub async fn get_role(
     Ok(HttpResponse::Ok().json(roles::get(&state, &auth.tenant.slug, &name).await?))
 }
 
+#[utoipa::path(
+    tag = "roles",
+    params(("t" = String, Path, description = "Tenant slug"), ("role" = String, Path, description = "Role name")),
+    request_body = ReplaceRole,
+    responses(
+        (status = 200, description = "The replaced role", body = Role),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`conflict`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[put("/admin/tenants/{t}/roles/{role}")]
 pub async fn put_role(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -104,6 +171,21 @@ pub async fn put_role(
     Ok(HttpResponse::Ok().json(role))
 }
 
+#[utoipa::path(
+    tag = "roles",
+    params(("t" = String, Path, description = "Tenant slug"), ("role" = String, Path, description = "Role name")),
+    responses(
+        (status = 204, description = "Deleted with its assignments"),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`conflict`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[delete("/admin/tenants/{t}/roles/{role}")]
 pub async fn delete_role(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -115,6 +197,20 @@ pub async fn delete_role(
     Ok(no_content())
 }
 
+#[utoipa::path(
+    tag = "roles",
+    params(("t" = String, Path, description = "Tenant slug"), ("user_id" = String, Path, description = "User id")),
+    responses(
+        (status = 200, description = "The user's roles in the tenant", body = UserRoles),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[get("/admin/tenants/{t}/users/{user_id}/roles")]
 pub async fn get_user_roles(
     state: web::Data<AppState>,
     auth: Authorized<RolesRead>,
@@ -125,6 +221,23 @@ pub async fn get_user_roles(
     Ok(HttpResponse::Ok().json(UserRoles { roles }))
 }
 
+#[utoipa::path(
+    tag = "roles",
+    params(("t" = String, Path, description = "Tenant slug"), ("user_id" = String, Path, description = "User id")),
+    request_body = UserRoles,
+    responses(
+        (status = 200, description = "The user's roles now", body = UserRoles),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[put("/admin/tenants/{t}/users/{user_id}/roles")]
 pub async fn put_user_roles(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -1,6 +1,8 @@
 //! Tenants: platform admins create, list and delete; a tenant's admins read and rename it.
 
+use crate::error::Problem;
 use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{delete, get, patch, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -13,7 +15,7 @@ use crate::service::tenants;
 use crate::state::AppState;
 use crate::store::db::tenants::Tenant;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct TenantView {
     slug: String,
     name: String,
@@ -34,14 +36,29 @@ impl From<Tenant> for TenantView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
     slug: String,
     name: String,
+    /// A partial settings object; omitted fields keep their value (or default).
+    #[schema(value_type = Option<Object>)]
     settings: Option<Map<String, Value>>,
 }
 
+#[utoipa::path(
+    tag = "tenants",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "Tenants by slug", body = ListResponse<TenantView>),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[get("/admin/tenants")]
 pub async fn list_tenants(
     state: web::Data<AppState>,
     _: PlatformAdmin,
@@ -59,6 +76,22 @@ pub async fn list_tenants(
     }))
 }
 
+#[utoipa::path(
+    tag = "tenants",
+    request_body = CreateTenant,
+    responses(
+        (status = 201, description = "The tenant, with its built-in roles, `admin-cli` client and signing key", body = TenantView),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`conflict`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[post("/admin/tenants")]
 pub async fn create_tenant(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -77,18 +110,51 @@ pub async fn create_tenant(
     Ok(HttpResponse::Created().json(TenantView::from(t)))
 }
 
+#[utoipa::path(
+    tag = "tenants",
+    params(("t" = String, Path, description = "Tenant slug")),
+    responses(
+        (status = 200, description = "The tenant", body = TenantView),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[get("/admin/tenants/{t}")]
 pub async fn get_tenant(auth: Authorized<TenantRead>) -> AppResult<HttpResponse> {
     Ok(HttpResponse::Ok().json(TenantView::from((*auth.tenant).clone())))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchTenant {
     name: Option<String>,
     status: Option<TenantStatus>,
+    /// A partial settings object; omitted fields keep their value (or default).
+    #[schema(value_type = Option<Object>)]
     settings: Option<Map<String, Value>>,
 }
 
+#[utoipa::path(
+    tag = "tenants",
+    params(("t" = String, Path, description = "Tenant slug")),
+    request_body = PatchTenant,
+    responses(
+        (status = 200, description = "The updated tenant", body = TenantView),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[patch("/admin/tenants/{t}")]
 pub async fn patch_tenant(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -109,6 +175,20 @@ pub async fn patch_tenant(
     Ok(HttpResponse::Ok().json(TenantView::from(t)))
 }
 
+#[utoipa::path(
+    tag = "tenants",
+    params(("t" = String, Path, description = "Tenant slug")),
+    responses(
+        (status = 204, description = "Deleted with everything it owned"),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[delete("/admin/tenants/{t}")]
 pub async fn delete_tenant(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -1,6 +1,8 @@
 //! Users of a tenant.
 
+use crate::error::Problem;
 use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{delete, get, patch, post};
 use serde::{Deserialize, Serialize};
 
 use crate::api::extract::{Authorized, UsersRead, UsersWrite};
@@ -14,7 +16,7 @@ use crate::state::AppState;
 use crate::store::db::users::User;
 
 /// A user as the API shows it: never a password hash.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct UserView {
     id: String,
     email: String,
@@ -37,13 +39,28 @@ impl From<User> for UserView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     email: String,
+    #[schema(value_type = String, format = Password)]
     password: Secret,
 }
 
+#[utoipa::path(
+    tag = "users",
+    params(("t" = String, Path, description = "Tenant slug"), ListQuery),
+    responses(
+        (status = 200, description = "Users in creation order", body = ListResponse<UserView>),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[get("/admin/tenants/{t}/users")]
 pub async fn list_users(
     state: web::Data<AppState>,
     auth: Authorized<UsersRead>,
@@ -61,6 +78,24 @@ pub async fn list_users(
     }))
 }
 
+#[utoipa::path(
+    tag = "users",
+    params(("t" = String, Path, description = "Tenant slug")),
+    request_body = CreateUser,
+    responses(
+        (status = 201, description = "The user", body = UserView),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`conflict`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[post("/admin/tenants/{t}/users")]
 pub async fn create_user(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -80,6 +115,20 @@ pub async fn create_user(
     Ok(HttpResponse::Created().json(UserView::from(user)))
 }
 
+#[utoipa::path(
+    tag = "users",
+    params(("t" = String, Path, description = "Tenant slug"), ("user_id" = String, Path, description = "User id")),
+    responses(
+        (status = 200, description = "The user", body = UserView),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[get("/admin/tenants/{t}/users/{user_id}")]
 pub async fn get_user(
     state: web::Data<AppState>,
     auth: Authorized<UsersRead>,
@@ -90,14 +139,33 @@ pub async fn get_user(
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchUser {
     status: Option<UserStatus>,
     email: Option<String>,
+    #[schema(value_type = Option<String>, format = Password)]
     password: Option<Secret>,
 }
 
+#[utoipa::path(
+    tag = "users",
+    params(("t" = String, Path, description = "Tenant slug"), ("user_id" = String, Path, description = "User id")),
+    request_body = PatchUser,
+    responses(
+        (status = 200, description = "The updated user", body = UserView),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`conflict`", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[patch("/admin/tenants/{t}/users/{user_id}")]
 pub async fn patch_user(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -118,6 +186,20 @@ pub async fn patch_user(
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
 
+#[utoipa::path(
+    tag = "users",
+    params(("t" = String, Path, description = "Tenant slug"), ("user_id" = String, Path, description = "User id")),
+    responses(
+        (status = 204, description = "Deleted; their sessions ended"),
+        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+    ),
+    security(("bearer" = []))
+)]
+#[delete("/admin/tenants/{t}/users/{user_id}")]
 pub async fn delete_user(
     req: HttpRequest,
     state: web::Data<AppState>,
