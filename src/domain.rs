@@ -126,7 +126,6 @@ pub enum GrantType {
     Password,
     RefreshToken,
     ClientCredentials,
-    AuthorizationCode,
 }
 
 impl GrantType {
@@ -135,7 +134,6 @@ impl GrantType {
             Self::Password => "password",
             Self::RefreshToken => "refresh_token",
             Self::ClientCredentials => "client_credentials",
-            Self::AuthorizationCode => "authorization_code",
         }
     }
 }

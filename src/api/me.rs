@@ -228,7 +228,7 @@ pub async fn end_session(
 pub struct PasswordChange {
     #[schema(value_type = String, format = Password)]
     current_password: Secret,
-    #[schema(value_type = String, format = Password)]
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
     new_password: Secret,
 }
 
@@ -274,8 +274,12 @@ pub async fn change_password(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignupBody {
+    #[schema(
+        max_length = 254,
+        pattern = "^[^@\\s]{1,64}@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\\.)+[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$"
+    )]
     email: String,
-    #[schema(value_type = String, format = Password)]
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
     password: Secret,
 }
 
@@ -285,6 +289,7 @@ pub struct SignupBody {
     params(("t" = String, Path, description = "Tenant slug")),
     request_body = SignupBody,
     responses(
+        (status = 403, description = "`signup_disabled`: the tenant does not allow self sign-up", body = Problem, content_type = "application/problem+json"),
         (status = 201, description = "The new user", body = UserView),
         (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),

@@ -295,7 +295,7 @@ pub async fn revoke(req: HttpRequest, payload: web::Payload) -> Result<HttpRespo
         (status = 415, description = "`unsupported_media_type`", body = OAuthError),
         (status = 503, description = "`store_unavailable`", body = OAuthError)
     ),
-    security(("client_basic" = []))
+    security(("client_basic" = []), ())
 )]
 #[post("/tenants/{t}/oauth/introspect")]
 pub async fn introspect(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, AppError> {

@@ -163,10 +163,6 @@ pub async fn token(
         GrantType::Password => password_grant(state, tenant, &client, req, origin).await,
         GrantType::RefreshToken => refresh_grant(state, tenant, &client, req, origin).await,
         GrantType::ClientCredentials => client_credentials_grant(state, tenant, &client, req).await,
-        GrantType::AuthorizationCode => Err(oauth(
-            ErrorCode::UnsupportedGrantType,
-            "The grant type is not supported.",
-        )),
     };
     result.map_err(|e| e.in_flavor(Flavor::OAuth))
 }

@@ -42,12 +42,6 @@ fn check_grants(client_type: ClientType, grants: &[GrantType]) -> AppResult<()> 
             "must name at least one grant",
         ));
     }
-    if grants.contains(&GrantType::AuthorizationCode) {
-        return Err(AppError::validation(
-            "grant_types",
-            "authorization_code is not supported yet",
-        ));
-    }
     if client_type == ClientType::Public && grants.contains(&GrantType::ClientCredentials) {
         return Err(AppError::validation(
             "grant_types",

@@ -14,7 +14,10 @@ use crate::store::db::{Page, decode_cursor, policies, users};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Permission {
+    #[schema(pattern = "^[a-z0-9][a-z0-9_.:-]{0,63}$")]
     pub resource: String,
+    /// An action, or `*` for every action on the resource.
+    #[schema(pattern = "^(\\*|[a-z0-9][a-z0-9_.:-]{0,63})$")]
     pub action: String,
 }
 

@@ -48,16 +48,37 @@ impl ClientView {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateClient {
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     name: String,
     #[serde(rename = "type")]
     client_type: ClientType,
+    /// `client_credentials` needs a confidential client.
+    #[schema(min_items = 1)]
     grant_types: Vec<GrantType>,
+    /// Absolute http(s) URLs without fragment.
     #[serde(default)]
-    redirect_uris: Vec<String>,
+    #[schema(max_items = 20, inline)]
+    redirect_uris: Vec<RedirectUri>,
+    /// API identifiers put in `aud`; default: the client id.
     #[serde(default)]
-    audience: Vec<String>,
+    #[schema(max_items = 20, inline)]
+    audience: Vec<AudienceId>,
+    /// Chosen by latchkey when omitted.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
     client_id: Option<String>,
 }
+
+/// An absolute http(s) URL without fragment.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(transparent)]
+#[schema(pattern = "^https?://[^#\\s]+$", max_length = 2000)]
+pub struct RedirectUri(String);
+
+/// An API identifier.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(transparent)]
+#[schema(pattern = "\\S", min_length = 1, max_length = 200)]
+pub struct AudienceId(String);
 
 #[utoipa::path(
     tag = "clients",
@@ -119,8 +140,8 @@ pub async fn create_client(
         name: b.name,
         client_type: b.client_type,
         grant_types: b.grant_types,
-        redirect_uris: b.redirect_uris,
-        audience: b.audience,
+        redirect_uris: b.redirect_uris.into_iter().map(|u| u.0).collect(),
+        audience: b.audience.into_iter().map(|a| a.0).collect(),
         client_id: b.client_id,
     };
     let (client, secret) =
@@ -157,10 +178,14 @@ pub async fn get_client(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchClient {
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     name: Option<String>,
+    #[schema(min_items = 1)]
     grant_types: Option<Vec<GrantType>>,
-    redirect_uris: Option<Vec<String>>,
-    audience: Option<Vec<String>>,
+    #[schema(max_items = 20, inline)]
+    redirect_uris: Option<Vec<RedirectUri>>,
+    #[schema(max_items = 20, inline)]
+    audience: Option<Vec<AudienceId>>,
     enabled: Option<bool>,
 }
 
@@ -193,8 +218,10 @@ pub async fn patch_client(
     let patch = clients::ClientPatch {
         name: b.name,
         grant_types: b.grant_types,
-        redirect_uris: b.redirect_uris,
-        audience: b.audience,
+        redirect_uris: b
+            .redirect_uris
+            .map(|v| v.into_iter().map(|u| u.0).collect()),
+        audience: b.audience.map(|v| v.into_iter().map(|a| a.0).collect()),
         enabled: b.enabled,
     };
     let client = clients::update(&state, &auth.tenant.slug, &id, patch, &auth.origin(&req)).await?;

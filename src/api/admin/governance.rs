@@ -144,13 +144,16 @@ pub async fn rotate_key(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<usize>,
     cursor: Option<String>,
     action: Option<String>,
     actor: Option<String>,
     /// RFC 3339; events at or after.
+    #[param(format = DateTime)]
     from: Option<String>,
     /// RFC 3339; events before.
+    #[param(format = DateTime)]
     to: Option<String>,
 }
 

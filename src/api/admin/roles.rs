@@ -16,6 +16,7 @@ use crate::state::AppState;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRole {
+    #[schema(pattern = "^[a-z0-9][a-z0-9_.:-]{0,63}$")]
     name: String,
     #[serde(default)]
     description: String,
@@ -27,6 +28,7 @@ pub struct CreateRole {
 #[serde(deny_unknown_fields)]
 pub struct ReplaceRole {
     /// Optional; must equal the name in the path when given.
+    #[schema(pattern = "^[a-z0-9][a-z0-9_.:-]{0,63}$")]
     name: Option<String>,
     #[serde(default)]
     description: String,

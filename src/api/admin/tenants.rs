@@ -39,7 +39,9 @@ impl From<Tenant> for TenantView {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
+    #[schema(pattern = "^[a-z0-9][a-z0-9-]{1,62}$")]
     slug: String,
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     name: String,
     /// A partial settings object; omitted fields keep their value (or default).
     #[schema(value_type = Option<Object>)]
@@ -131,6 +133,7 @@ pub async fn get_tenant(auth: Authorized<TenantRead>) -> AppResult<HttpResponse>
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchTenant {
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     name: Option<String>,
     status: Option<TenantStatus>,
     /// A partial settings object; omitted fields keep their value (or default).

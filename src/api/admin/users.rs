@@ -42,8 +42,12 @@ impl From<User> for UserView {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    #[schema(
+        max_length = 254,
+        pattern = "^[^@\\s]{1,64}@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\\.)+[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$"
+    )]
     email: String,
-    #[schema(value_type = String, format = Password)]
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
     password: Secret,
 }
 
@@ -143,8 +147,12 @@ pub async fn get_user(
 #[serde(deny_unknown_fields)]
 pub struct PatchUser {
     status: Option<UserStatus>,
+    #[schema(
+        max_length = 254,
+        pattern = "^[^@\\s]{1,64}@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\\.)+[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$"
+    )]
     email: Option<String>,
-    #[schema(value_type = Option<String>, format = Password)]
+    #[schema(value_type = Option<String>, format = Password, min_length = 12, max_length = 128)]
     password: Option<Secret>,
 }
 
