@@ -78,6 +78,19 @@ fn invalid_request(detail: &str) -> AppError {
     AppError::oauth(ErrorCode::InvalidRequest, detail)
 }
 
+/// The form parameters the OAuth endpoints read.
+const KNOWN_PARAMETERS: &[&str] = &[
+    "grant_type",
+    "client_id",
+    "client_secret",
+    "username",
+    "password",
+    "refresh_token",
+    "scope",
+    "token",
+    "token_type_hint",
+];
+
 /// Reads a form-encoded body (at most [`BODY_LIMIT`] bytes); a parameter
 /// given twice is refused (RFC 6749 §3.2).
 async fn read_form(
@@ -111,6 +124,10 @@ async fn read_form(
         .map_err(|_| invalid_request("The body is not valid form encoding"))?;
     let mut form = HashMap::new();
     for (k, v) in pairs {
+        // RFC 6749 §3.1: unrecognised parameters are ignored; ours may appear once.
+        if !KNOWN_PARAMETERS.contains(&k.as_str()) {
+            continue;
+        }
         if form.insert(k.clone(), v).is_some() {
             return Err(invalid_request(&format!("The parameter {k} is repeated")));
         }

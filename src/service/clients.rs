@@ -35,6 +35,17 @@ fn check_name(name: &str) -> AppResult<String> {
     Ok(name.to_owned())
 }
 
+/// The grants in their first order, each once.
+fn unique(grants: Vec<GrantType>) -> Vec<GrantType> {
+    let mut out = Vec::with_capacity(grants.len());
+    for g in grants {
+        if !out.contains(&g) {
+            out.push(g);
+        }
+    }
+    out
+}
+
 fn check_grants(client_type: ClientType, grants: &[GrantType]) -> AppResult<()> {
     if grants.is_empty() {
         return Err(AppError::validation(
@@ -106,8 +117,7 @@ pub async fn create(
         None => format!("c-{}", uuid::Uuid::new_v4().simple()),
     };
     let secret = (new.client_type == ClientType::Confidential).then(random_token);
-    let mut grant_types = new.grant_types;
-    grant_types.dedup();
+    let grant_types = unique(new.grant_types);
     let client = Client {
         tenant: tenant.to_owned(),
         client_id,
@@ -185,7 +195,7 @@ pub async fn update(
     }
     if let Some(grants) = patch.grant_types {
         check_grants(client.client_type, &grants)?;
-        client.grant_types = grants;
+        client.grant_types = unique(grants);
     }
     if let Some(uris) = patch.redirect_uris {
         check_uris(&uris)?;

@@ -284,6 +284,19 @@ async fn a_client_secret_is_shown_once_and_grants_are_enforced() {
         .post_json(
             &format!("/admin/tenants/{t}/clients"),
             &admin,
+            &json!({"name": "spa", "type": "public",
+                    "grant_types": ["refresh_token", "password", "refresh_token", "password"]}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(
+        json(res).await["grant_types"],
+        json!(["refresh_token", "password"])
+    );
+    let res = app
+        .post_json(
+            &format!("/admin/tenants/{t}/clients"),
+            &admin,
             &json!({"name": "bad", "type": "public", "grant_types": ["client_credentials"]}),
         )
         .await;

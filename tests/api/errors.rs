@@ -333,6 +333,17 @@ async fn token_endpoint_rejects_bad_requests_with_rfc_6749_bodies() {
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     assert_eq!(json(res).await["code"], "invalid_request");
 
+    // Unrecognised parameters are ignored, even repeated (RFC 6749 §3.1).
+    let res = app
+        .http
+        .post(app.url("/tenants/system/oauth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=magic&x=1&x=2&client_id=admin-cli")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(json(res).await["code"], "unsupported_grant_type");
+
     let res = app
         .http
         .post(app.url("/tenants/system/oauth/token"))
