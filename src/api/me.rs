@@ -276,7 +276,7 @@ pub async fn change_password(
 pub struct SignupBody {
     #[schema(
         max_length = 254,
-        pattern = "^[^@\\s]{1,64}@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\\.)+[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$"
+        pattern = "^[!-?A-~]{1,64}@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\\.)+[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$"
     )]
     email: String,
     #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]

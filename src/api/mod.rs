@@ -217,7 +217,35 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .openapi(ApiDoc::openapi())
         .configure(configure)
         .split_for_parts();
-    api
+    close_objects(api)
+}
+
+/// Marks every object schema with named properties `additionalProperties:
+/// false`: request bodies refuse unknown fields and views carry exactly
+/// their fields, which utoipa does not state for every shape (enum variants).
+fn close_objects(api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    fn close(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if map.contains_key("properties") && !map.contains_key("additionalProperties") {
+                    map.insert(
+                        "additionalProperties".to_owned(),
+                        serde_json::Value::Bool(false),
+                    );
+                }
+                map.values_mut().for_each(close);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(close),
+            _ => {}
+        }
+    }
+    let Ok(mut value) = serde_json::to_value(&api) else {
+        return api;
+    };
+    if let Some(schemas) = value.pointer_mut("/components/schemas") {
+        close(schemas);
+    }
+    serde_json::from_value(value).unwrap_or(api)
 }
 
 /// The route templates and their methods, for 405 answers with `Allow`.

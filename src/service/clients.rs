@@ -194,6 +194,13 @@ pub async fn update(
         client.name = check_name(&name)?;
     }
     if let Some(grants) = patch.grant_types {
+        if client.client_type == ClientType::Public
+            && grants.contains(&GrantType::ClientCredentials)
+        {
+            return Err(AppError::conflict(
+                "this client is public: client_credentials needs a confidential client",
+            ));
+        }
         check_grants(client.client_type, &grants)?;
         client.grant_types = unique(grants);
     }

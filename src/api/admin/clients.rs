@@ -45,27 +45,60 @@ impl ClientView {
     }
 }
 
+/// A new client; its `type` decides which grants it may list.
 #[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateClient {
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
-    name: String,
-    #[serde(rename = "type")]
-    client_type: ClientType,
-    /// `client_credentials` needs a confidential client.
-    #[schema(min_items = 1)]
-    grant_types: Vec<GrantType>,
-    /// Absolute http(s) URLs without fragment.
-    #[serde(default)]
-    #[schema(max_items = 20, inline)]
-    redirect_uris: Vec<RedirectUri>,
-    /// API identifiers put in `aud`; default: the client id.
-    #[serde(default)]
-    #[schema(max_items = 20, inline)]
-    audience: Vec<AudienceId>,
-    /// Chosen by latchkey when omitted.
-    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
-    client_id: Option<String>,
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum CreateClient {
+    /// A client that keeps a secret (a backend): any grant.
+    Confidential {
+        #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+        name: String,
+        #[schema(min_items = 1)]
+        grant_types: Vec<GrantType>,
+        /// Absolute http(s) URLs without fragment.
+        #[serde(default)]
+        #[schema(max_items = 20, inline)]
+        redirect_uris: Vec<RedirectUri>,
+        /// API identifiers put in `aud`; default: the client id.
+        #[serde(default)]
+        #[schema(max_items = 20, inline)]
+        audience: Vec<AudienceId>,
+        /// Chosen by latchkey when omitted.
+        #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+        client_id: Option<String>,
+    },
+    /// A client that cannot keep a secret (a browser or device app).
+    Public {
+        #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+        name: String,
+        #[schema(min_items = 1)]
+        grant_types: Vec<PublicGrant>,
+        #[serde(default)]
+        #[schema(max_items = 20, inline)]
+        redirect_uris: Vec<RedirectUri>,
+        #[serde(default)]
+        #[schema(max_items = 20, inline)]
+        audience: Vec<AudienceId>,
+        #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+        client_id: Option<String>,
+    },
+}
+
+/// The grants a public client may use.
+#[derive(Deserialize, utoipa::ToSchema, Clone, Copy)]
+#[serde(rename_all = "snake_case")]
+pub enum PublicGrant {
+    Password,
+    RefreshToken,
+}
+
+impl From<PublicGrant> for GrantType {
+    fn from(g: PublicGrant) -> Self {
+        match g {
+            PublicGrant::Password => GrantType::Password,
+            PublicGrant::RefreshToken => GrantType::RefreshToken,
+        }
+    }
 }
 
 /// An absolute http(s) URL without fragment.
@@ -135,14 +168,35 @@ pub async fn create_client(
     auth: Authorized<ClientsWrite>,
     body: Json<CreateClient>,
 ) -> AppResult<HttpResponse> {
-    let b = body.into_inner()?;
-    let new = clients::NewClient {
-        name: b.name,
-        client_type: b.client_type,
-        grant_types: b.grant_types,
-        redirect_uris: b.redirect_uris.into_iter().map(|u| u.0).collect(),
-        audience: b.audience.into_iter().map(|a| a.0).collect(),
-        client_id: b.client_id,
+    let new = match body.into_inner()? {
+        CreateClient::Confidential {
+            name,
+            grant_types,
+            redirect_uris,
+            audience,
+            client_id,
+        } => clients::NewClient {
+            name,
+            client_type: ClientType::Confidential,
+            grant_types,
+            redirect_uris: redirect_uris.into_iter().map(|u| u.0).collect(),
+            audience: audience.into_iter().map(|a| a.0).collect(),
+            client_id,
+        },
+        CreateClient::Public {
+            name,
+            grant_types,
+            redirect_uris,
+            audience,
+            client_id,
+        } => clients::NewClient {
+            name,
+            client_type: ClientType::Public,
+            grant_types: grant_types.into_iter().map(GrantType::from).collect(),
+            redirect_uris: redirect_uris.into_iter().map(|u| u.0).collect(),
+            audience: audience.into_iter().map(|a| a.0).collect(),
+            client_id,
+        },
     };
     let (client, secret) =
         clients::create(&state, &auth.tenant.slug, new, &auth.origin(&req)).await?;
@@ -194,6 +248,7 @@ pub struct PatchClient {
     params(("t" = String, Path, description = "Tenant slug"), ("client_id" = String, Path, description = "Client id")),
     request_body = PatchClient,
     responses(
+        (status = 409, description = "`conflict`: the grants do not fit the client's type", body = Problem, content_type = "application/problem+json"),
         (status = 200, description = "The updated client", body = ClientView),
         (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),

@@ -156,9 +156,8 @@ pub async fn put_role(
     let (_, name) = path.into_inner();
     let b = body.into_inner()?;
     if b.name.as_ref().is_some_and(|n| n != &name) {
-        return Err(AppError::validation(
-            "name",
-            "cannot differ from the role in the path",
+        return Err(AppError::conflict(
+            "a role cannot be renamed: name differs from the role in the path",
         ));
     }
     let role = roles::replace(

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use crate::api::extract::{Authorized, PlatformAdmin, TenantRead, TenantWrite};
 use crate::api::{Json, Query};
 use crate::api::{ListQuery, ListResponse, no_content, rfc3339};
-use crate::domain::{TenantSettings, TenantStatus};
+use crate::domain::{SigningAlg, TenantSettings, TenantStatus};
 use crate::error::{AppError, AppResult};
 use crate::service::tenants;
 use crate::state::AppState;
@@ -36,6 +36,87 @@ impl From<Tenant> for TenantView {
     }
 }
 
+/// A partial settings object: omitted fields keep their value (or default).
+#[derive(Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsPatch {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    self_signup: Option<bool>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "integral"
+    )]
+    #[schema(minimum = 1, maximum = 315_360_000)]
+    access_token_ttl_seconds: Option<u64>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "integral"
+    )]
+    #[schema(minimum = 1, maximum = 315_360_000)]
+    refresh_token_ttl_seconds: Option<u64>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "integral"
+    )]
+    #[schema(minimum = 1, maximum = 315_360_000)]
+    refresh_idle_timeout_seconds: Option<u64>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "integral"
+    )]
+    #[schema(minimum = 0, maximum = 3600)]
+    refresh_grace_seconds: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signing_alg: Option<SigningAlg>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "integral"
+    )]
+    #[schema(minimum = 1, maximum = 128)]
+    password_min_length: Option<u32>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        default,
+        deserialize_with = "integral"
+    )]
+    #[schema(minimum = 1, maximum = 1000)]
+    lockout_threshold: Option<u32>,
+}
+
+/// Accepts an integer also when written with a zero fraction (`81.0`), as
+/// JSON Schema's `integer` does.
+fn integral<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    let Some(n) = Option::<f64>::deserialize(d)? else {
+        return Ok(None);
+    };
+    if n.fract() != 0.0 || !(0.0..=9_007_199_254_740_991.0).contains(&n) {
+        return Err(serde::de::Error::custom(format!(
+            "{n} is not a non-negative integer"
+        )));
+    }
+    T::try_from(n as u64)
+        .map(Some)
+        .map_err(|_| serde::de::Error::custom(format!("{n} is out of range")))
+}
+
+impl SettingsPatch {
+    fn into_map(self) -> Map<String, Value> {
+        match serde_json::to_value(self) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        }
+    }
+}
+
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
@@ -43,9 +124,7 @@ pub struct CreateTenant {
     slug: String,
     #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     name: String,
-    /// A partial settings object; omitted fields keep their value (or default).
-    #[schema(value_type = Option<Object>)]
-    settings: Option<Map<String, Value>>,
+    settings: Option<SettingsPatch>,
 }
 
 #[utoipa::path(
@@ -105,7 +184,7 @@ pub async fn create_tenant(
         &state,
         &body.slug,
         &body.name,
-        body.settings,
+        body.settings.map(SettingsPatch::into_map),
         &admin.origin(&req),
     )
     .await?;
@@ -136,9 +215,7 @@ pub struct PatchTenant {
     #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     name: Option<String>,
     status: Option<TenantStatus>,
-    /// A partial settings object; omitted fields keep their value (or default).
-    #[schema(value_type = Option<Object>)]
-    settings: Option<Map<String, Value>>,
+    settings: Option<SettingsPatch>,
 }
 
 #[utoipa::path(
@@ -172,7 +249,7 @@ pub async fn patch_tenant(
     let patch = tenants::TenantPatch {
         name: body.name,
         status: body.status,
-        settings: body.settings,
+        settings: body.settings.map(SettingsPatch::into_map),
     };
     let t = tenants::update(&state, &slug, patch, &auth.origin(&req)).await?;
     Ok(HttpResponse::Ok().json(TenantView::from(t)))

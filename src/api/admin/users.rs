@@ -44,7 +44,7 @@ impl From<User> for UserView {
 pub struct CreateUser {
     #[schema(
         max_length = 254,
-        pattern = "^[^@\\s]{1,64}@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\\.)+[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$"
+        pattern = "^[!-?A-~]{1,64}@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\\.)+[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$"
     )]
     email: String,
     #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
@@ -149,7 +149,7 @@ pub struct PatchUser {
     status: Option<UserStatus>,
     #[schema(
         max_length = 254,
-        pattern = "^[^@\\s]{1,64}@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\\.)+[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$"
+        pattern = "^[!-?A-~]{1,64}@([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\\.)+[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?$"
     )]
     email: Option<String>,
     #[schema(value_type = Option<String>, format = Password, min_length = 12, max_length = 128)]

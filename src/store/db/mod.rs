@@ -167,7 +167,26 @@ impl Db {
             Backend::Sqlite => Some(self.writer.clone().lock_owned().await),
             Backend::Postgres => None,
         };
-        self.run(move |conn| conn.transaction(f)).await
+        self.run(move |conn| match conn {
+            // A deferred SQLite transaction that reads and then writes fails
+            // at once (SQLITE_BUSY, no busy wait) if another connection wrote
+            // in between: take the write lock up front.
+            DbConnection::Sqlite(_) => {
+                conn.batch_execute("BEGIN IMMEDIATE")?;
+                match f(conn) {
+                    Ok(value) => {
+                        conn.batch_execute("COMMIT")?;
+                        Ok(value)
+                    }
+                    Err(e) => {
+                        let _ = conn.batch_execute("ROLLBACK");
+                        Err(e)
+                    }
+                }
+            }
+            DbConnection::Postgres(_) => conn.transaction(f),
+        })
+        .await
     }
 
     /// Applies the pending migrations of this backend.
