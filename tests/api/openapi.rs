@@ -156,3 +156,35 @@ async fn a_known_path_with_another_method_is_405_naming_the_allowed_ones() {
         assert!(allow.contains(m), "{allow}");
     }
 }
+
+#[test]
+fn the_readme_configuration_table_lists_exactly_the_variables_latchkey_reads() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let table: Vec<&str> = readme
+        .split("## Configuration")
+        .nth(1)
+        .and_then(|s| s.split("\n## ").next())
+        .expect("configuration section")
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .filter(|v| v.starts_with("LATCHKEY_"))
+        .collect();
+    let known: Vec<&str> = latchkey::config::VARIABLES
+        .iter()
+        .map(|(v, _)| *v)
+        .collect();
+    for v in &known {
+        assert!(
+            table.contains(v),
+            "{v} is missing from the README configuration table"
+        );
+    }
+    for v in &table {
+        assert!(
+            known.contains(v),
+            "the README documents {v}, which latchkey does not read"
+        );
+    }
+}

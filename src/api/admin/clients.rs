@@ -113,6 +113,7 @@ pub struct RedirectUri(String);
 #[schema(pattern = "\\S", min_length = 1, max_length = 200)]
 pub struct AudienceId(String);
 
+/// Lists the tenant's OAuth clients (`clients:read`).
 #[utoipa::path(
     tag = "clients",
     params(("t" = String, Path, description = "Tenant slug"), ListQuery),
@@ -144,6 +145,7 @@ pub async fn list_clients(
     }))
 }
 
+/// Creates a client (`clients:write`); a confidential client's secret is answered this once.
 #[utoipa::path(
     tag = "clients",
     params(("t" = String, Path, description = "Tenant slug")),
@@ -205,6 +207,7 @@ pub async fn create_client(
         .json(ClientView::new(client, secret)))
 }
 
+/// Reads a client (`clients:read`).
 #[utoipa::path(
     tag = "clients",
     params(("t" = String, Path, description = "Tenant slug"), ("client_id" = String, Path, description = "Client id")),
@@ -243,6 +246,7 @@ pub struct PatchClient {
     enabled: Option<bool>,
 }
 
+/// Updates a client (`clients:write`); `{"enabled": false}` makes its tokens 401 at once.
 #[utoipa::path(
     tag = "clients",
     params(("t" = String, Path, description = "Tenant slug"), ("client_id" = String, Path, description = "Client id")),
@@ -283,6 +287,7 @@ pub async fn patch_client(
     Ok(HttpResponse::Ok().json(ClientView::new(client, None)))
 }
 
+/// Deletes a client; its tokens die with it (`clients:write`).
 #[utoipa::path(
     tag = "clients",
     params(("t" = String, Path, description = "Tenant slug"), ("client_id" = String, Path, description = "Client id")),

@@ -18,6 +18,7 @@ use crate::service::{keys, sessions};
 use crate::state::AppState;
 use crate::store::db::audit::{self, AuditEvent, AuditFilter};
 
+/// Lists a user's active sessions (`sessions:read`).
 #[utoipa::path(
     tag = "sessions",
     params(("t" = String, Path, description = "Tenant slug"), ("user_id" = String, Path, description = "User id")),
@@ -56,6 +57,7 @@ pub struct Revoked {
     revoked: usize,
 }
 
+/// Ends all of a user's sessions, or the listed ones (`sessions:write`); their access tokens are refused from the next request.
 #[utoipa::path(
     tag = "sessions",
     params(("t" = String, Path, description = "Tenant slug"), ("user_id" = String, Path, description = "User id")),
@@ -92,6 +94,7 @@ pub async fn revoke_sessions(
     Ok(HttpResponse::Ok().json(Revoked { revoked }))
 }
 
+/// Lists the tenant's signing keys (`keys:read`).
 #[utoipa::path(
     tag = "keys",
     params(("t" = String, Path, description = "Tenant slug")),
@@ -117,6 +120,7 @@ pub async fn list_keys(
     }))
 }
 
+/// Rotates the signing key (`keys:write`): the new key is published at once and signs after the activation delay.
 #[utoipa::path(
     tag = "keys",
     params(("t" = String, Path, description = "Tenant slug")),
@@ -199,6 +203,7 @@ impl From<AuditEvent> for AuditView {
     }
 }
 
+/// Lists audit events, newest first (`audit:read`).
 #[utoipa::path(
     tag = "audit",
     params(("t" = String, Path, description = "Tenant slug"), AuditQuery),

@@ -41,6 +41,7 @@ pub struct UserRoles {
     roles: Vec<String>,
 }
 
+/// Lists the tenant's roles (`roles:read`).
 #[utoipa::path(
     tag = "roles",
     params(("t" = String, Path, description = "Tenant slug"), ListQuery),
@@ -68,6 +69,7 @@ pub async fn list_roles(
     }))
 }
 
+/// Creates a role (`roles:write`).
 #[utoipa::path(
     tag = "roles",
     params(("t" = String, Path, description = "Tenant slug")),
@@ -105,6 +107,7 @@ pub async fn create_role(
     Ok(HttpResponse::Created().json(role))
 }
 
+/// Reads a role (`roles:read`).
 #[utoipa::path(
     tag = "roles",
     params(("t" = String, Path, description = "Tenant slug"), ("role" = String, Path, description = "Role name")),
@@ -128,6 +131,7 @@ pub async fn get_role(
     Ok(HttpResponse::Ok().json(roles::get(&state, &auth.tenant.slug, &name).await?))
 }
 
+/// Replaces a role's description and permissions (`roles:write`); built-in roles cannot be emptied.
 #[utoipa::path(
     tag = "roles",
     params(("t" = String, Path, description = "Tenant slug"), ("role" = String, Path, description = "Role name")),
@@ -172,6 +176,7 @@ pub async fn put_role(
     Ok(HttpResponse::Ok().json(role))
 }
 
+/// Deletes a custom role and its assignments (`roles:write`).
 #[utoipa::path(
     tag = "roles",
     params(("t" = String, Path, description = "Tenant slug"), ("role" = String, Path, description = "Role name")),
@@ -198,6 +203,7 @@ pub async fn delete_role(
     Ok(no_content())
 }
 
+/// Reads the roles a user holds in the tenant (`roles:read`).
 #[utoipa::path(
     tag = "roles",
     params(("t" = String, Path, description = "Tenant slug"), ("user_id" = String, Path, description = "User id")),
@@ -222,6 +228,7 @@ pub async fn get_user_roles(
     Ok(HttpResponse::Ok().json(UserRoles { roles }))
 }
 
+/// Replaces the roles a user holds in the tenant (`roles:write`); enforced at once.
 #[utoipa::path(
     tag = "roles",
     params(("t" = String, Path, description = "Tenant slug"), ("user_id" = String, Path, description = "User id")),

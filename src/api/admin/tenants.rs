@@ -127,6 +127,7 @@ pub struct CreateTenant {
     settings: Option<SettingsPatch>,
 }
 
+/// Lists tenants (platform admins).
 #[utoipa::path(
     tag = "tenants",
     params(ListQuery),
@@ -157,6 +158,7 @@ pub async fn list_tenants(
     }))
 }
 
+/// Creates a tenant with its built-in roles, the `admin-cli` client and a signing key (platform admins).
 #[utoipa::path(
     tag = "tenants",
     request_body = CreateTenant,
@@ -191,6 +193,7 @@ pub async fn create_tenant(
     Ok(HttpResponse::Created().json(TenantView::from(t)))
 }
 
+/// Reads a tenant (`tenant:read`).
 #[utoipa::path(
     tag = "tenants",
     params(("t" = String, Path, description = "Tenant slug")),
@@ -218,6 +221,7 @@ pub struct PatchTenant {
     settings: Option<SettingsPatch>,
 }
 
+/// Updates a tenant's name or settings (`tenant:write`); `status` needs a platform admin and suspension ends every session.
 #[utoipa::path(
     tag = "tenants",
     params(("t" = String, Path, description = "Tenant slug")),
@@ -255,6 +259,7 @@ pub async fn patch_tenant(
     Ok(HttpResponse::Ok().json(TenantView::from(t)))
 }
 
+/// Deletes a tenant and everything it owns (platform admins).
 #[utoipa::path(
     tag = "tenants",
     params(("t" = String, Path, description = "Tenant slug")),

@@ -51,6 +51,7 @@ pub struct CreateUser {
     password: Secret,
 }
 
+/// Lists a tenant's users (`users:read`).
 #[utoipa::path(
     tag = "users",
     params(("t" = String, Path, description = "Tenant slug"), ListQuery),
@@ -82,6 +83,7 @@ pub async fn list_users(
     }))
 }
 
+/// Creates a user (`users:write`); the password must pass the tenant's policy.
 #[utoipa::path(
     tag = "users",
     params(("t" = String, Path, description = "Tenant slug")),
@@ -119,6 +121,7 @@ pub async fn create_user(
     Ok(HttpResponse::Created().json(UserView::from(user)))
 }
 
+/// Reads a user (`users:read`).
 #[utoipa::path(
     tag = "users",
     params(("t" = String, Path, description = "Tenant slug"), ("user_id" = String, Path, description = "User id")),
@@ -156,6 +159,7 @@ pub struct PatchUser {
     password: Option<Secret>,
 }
 
+/// Changes a user's status, e-mail or password (`users:write`); disabling or a new password ends their sessions.
 #[utoipa::path(
     tag = "users",
     params(("t" = String, Path, description = "Tenant slug"), ("user_id" = String, Path, description = "User id")),
@@ -194,6 +198,7 @@ pub async fn patch_user(
     Ok(HttpResponse::Ok().json(UserView::from(user)))
 }
 
+/// Deletes a user and ends their sessions (`users:write`).
 #[utoipa::path(
     tag = "users",
     params(("t" = String, Path, description = "Tenant slug"), ("user_id" = String, Path, description = "User id")),
