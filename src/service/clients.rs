@@ -28,7 +28,7 @@ fn valid_client_id(id: &str) -> bool {
 }
 
 fn check_name(name: &str) -> AppResult<String> {
-    let name = name.trim();
+    let name = name.trim_matches(|c: char| c.is_ascii_whitespace());
     if name.is_empty() || name.chars().count() > 200 {
         return Err(AppError::validation("name", "must be 1 to 200 characters"));
     }
@@ -67,10 +67,12 @@ fn check_uris(uris: &[String]) -> AppResult<()> {
         return Err(AppError::validation("redirect_uris", "at most 20"));
     }
     for u in uris {
+        // Printable ASCII only (percent-encode the rest), no fragment, no
+        // bracketed IPv6 host yet.
         let ok = (u.starts_with("https://") || u.starts_with("http://"))
             && u.len() <= 2000
-            && !u.contains('#')
-            && !u.chars().any(char::is_whitespace);
+            && u.bytes()
+                .all(|b| (b'!'..=b'~').contains(&b) && !b"#[]".contains(&b));
         if !ok {
             return Err(AppError::validation(
                 "redirect_uris",
@@ -83,9 +85,9 @@ fn check_uris(uris: &[String]) -> AppResult<()> {
 
 fn check_audience(audience: &[String]) -> AppResult<()> {
     if audience.len() > 20
-        || audience
-            .iter()
-            .any(|a| a.trim().is_empty() || a.len() > 200)
+        || audience.iter().any(|a| {
+            a.trim_matches(|c: char| c.is_ascii_whitespace()).is_empty() || a.chars().count() > 200
+        })
     {
         return Err(AppError::validation(
             "audience",

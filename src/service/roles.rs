@@ -72,7 +72,7 @@ fn check_description(d: &str) -> AppResult<String> {
             "at most 500 characters",
         ));
     }
-    Ok(d.trim().to_owned())
+    Ok(d.trim_matches(|c: char| c.is_ascii_whitespace()).to_owned())
 }
 
 fn is_builtin_name(name: &str) -> bool {

@@ -79,7 +79,9 @@ pub async fn create(
     if slug.as_str() == SYSTEM_TENANT {
         return Err(AppError::conflict("the tenant slug system is reserved"));
     }
-    let name = name.trim().to_owned();
+    let name = name
+        .trim_matches(|c: char| c.is_ascii_whitespace())
+        .to_owned();
     if name.is_empty() || name.chars().count() > 200 {
         return Err(AppError::validation("name", "must be 1 to 200 characters"));
     }
@@ -140,7 +142,9 @@ pub async fn update(
     let previous_alg = tenant.settings.signing_alg;
     let previous_access_ttl = tenant.settings.access_token_ttl_seconds;
     if let Some(name) = patch.name {
-        let name = name.trim().to_owned();
+        let name = name
+            .trim_matches(|c: char| c.is_ascii_whitespace())
+            .to_owned();
         if name.is_empty() || name.chars().count() > 200 {
             return Err(AppError::validation("name", "must be 1 to 200 characters"));
         }

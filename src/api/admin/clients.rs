@@ -51,7 +51,7 @@ impl ClientView {
 pub enum CreateClient {
     /// A client that keeps a secret (a backend): any grant.
     Confidential {
-        #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+        #[schema(min_length = 1, max_length = 200, pattern = "[^ \\t\\n\\r\\f]")]
         name: String,
         #[schema(min_items = 1)]
         grant_types: Vec<GrantType>,
@@ -69,7 +69,7 @@ pub enum CreateClient {
     },
     /// A client that cannot keep a secret (a browser or device app).
     Public {
-        #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+        #[schema(min_length = 1, max_length = 200, pattern = "[^ \\t\\n\\r\\f]")]
         name: String,
         #[schema(min_items = 1)]
         grant_types: Vec<PublicGrant>,
@@ -101,16 +101,16 @@ impl From<PublicGrant> for GrantType {
     }
 }
 
-/// An absolute http(s) URL without fragment.
+/// An absolute http(s) URL without fragment, printable ASCII (percent-encode the rest).
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
-#[schema(pattern = "^https?://[^#\\s]+$", max_length = 2000)]
+#[schema(pattern = "^https?://[!-\"$-Z\\\\^-~]+$", max_length = 2000)]
 pub struct RedirectUri(String);
 
 /// An API identifier.
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
-#[schema(pattern = "\\S", min_length = 1, max_length = 200)]
+#[schema(pattern = "[^ \\t\\n\\r\\f]", min_length = 1, max_length = 200)]
 pub struct AudienceId(String);
 
 /// Lists the tenant's OAuth clients (`clients:read`).
@@ -235,7 +235,7 @@ pub async fn get_client(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchClient {
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 200, pattern = "[^ \\t\\n\\r\\f]")]
     name: Option<String>,
     #[schema(min_items = 1)]
     grant_types: Option<Vec<GrantType>>,

@@ -19,6 +19,7 @@ pub struct CreateRole {
     #[schema(pattern = "^[a-z0-9][a-z0-9_.:-]{0,63}$")]
     name: String,
     #[serde(default)]
+    #[schema(max_length = 500)]
     description: String,
     #[serde(default)]
     permissions: Vec<Permission>,
@@ -31,6 +32,7 @@ pub struct ReplaceRole {
     #[schema(pattern = "^[a-z0-9][a-z0-9_.:-]{0,63}$")]
     name: Option<String>,
     #[serde(default)]
+    #[schema(max_length = 500)]
     description: String,
     permissions: Vec<Permission>,
 }

@@ -122,7 +122,7 @@ impl SettingsPatch {
 pub struct CreateTenant {
     #[schema(pattern = "^[a-z0-9][a-z0-9-]{1,62}$")]
     slug: String,
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 200, pattern = "[^ \\t\\n\\r\\f]")]
     name: String,
     settings: Option<SettingsPatch>,
 }
@@ -215,7 +215,7 @@ pub async fn get_tenant(auth: Authorized<TenantRead>) -> AppResult<HttpResponse>
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchTenant {
-    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    #[schema(min_length = 1, max_length = 200, pattern = "[^ \\t\\n\\r\\f]")]
     name: Option<String>,
     status: Option<TenantStatus>,
     settings: Option<SettingsPatch>,
