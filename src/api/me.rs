@@ -3,6 +3,10 @@
 
 use super::ListResponse;
 use super::admin::UserView;
+use crate::api::responses::{
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unavailable,
+    UnsupportedMediaType,
+};
 use crate::error::Problem;
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web::{delete, get, post};
@@ -42,10 +46,10 @@ pub struct UserInfo {
     params(("t" = String, Path, description = "Tenant slug")),
     responses(
         (status = 200, description = "The signed-in user", body = UserInfo),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Unavailable
     ),
     security(("bearer" = []))
 )]
@@ -91,12 +95,12 @@ pub struct LogoutBody {
     request_body(content = Option<LogoutBody>, content_type = "application/json"),
     responses(
         (status = 204, description = "Session ended"),
-        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        BadRequest,
+        Unauthorized,
+        NotFound,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        Unavailable
     ),
     security(("bearer" = []))
 )]
@@ -148,10 +152,10 @@ pub struct SessionList {
     params(("t" = String, Path, description = "Tenant slug")),
     responses(
         (status = 200, description = "The caller's active sessions", body = ListResponse<SessionView>),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Unavailable
     ),
     security(("bearer" = []))
 )]
@@ -182,10 +186,10 @@ pub async fn list_sessions(
     params(("t" = String, Path, description = "Tenant slug"), ("sid" = String, Path, description = "Session id")),
     responses(
         (status = 204, description = "Session ended"),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Unavailable
     ),
     security(("bearer" = []))
 )]
@@ -239,13 +243,13 @@ pub struct PasswordChange {
     request_body = PasswordChange,
     responses(
         (status = 204, description = "Password changed; every other session ended"),
-        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        Unavailable
     ),
     security(("bearer" = []))
 )]
@@ -291,12 +295,12 @@ pub struct SignupBody {
     responses(
         (status = 403, description = "`signup_disabled`: the tenant does not allow self sign-up", body = Problem, content_type = "application/problem+json"),
         (status = 201, description = "The new user", body = UserView),
-        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`conflict`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        BadRequest,
+        NotFound,
+        Conflict,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        Unavailable
     )
 )]
 #[post("/tenants/{t}/signup")]

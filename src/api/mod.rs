@@ -6,6 +6,7 @@ pub mod extract;
 pub mod me;
 pub mod oauth;
 pub mod ops;
+pub mod responses;
 pub mod wellknown;
 
 use std::future::Future;

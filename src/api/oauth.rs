@@ -1,7 +1,10 @@
 //! The RFC 6749 token endpoint, RFC 7009 revocation and RFC 7662
 //! introspection. Every error here is an RFC 6749 §5.2 body with `code`.
 
-use crate::error::OAuthError;
+use crate::api::responses::{
+    OAuthBadRequest, OAuthInvalidClient, OAuthNotFound, OAuthPayloadTooLarge, OAuthUnavailable,
+    OAuthUnsupportedMediaType,
+};
 use crate::service::auth::{Introspection, TokenResponse};
 use actix_web::post;
 use std::collections::HashMap;
@@ -234,12 +237,12 @@ where
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Tokens (RFC 6749 §5.1), `Cache-Control: no-store`", body = TokenResponse),
-        (status = 400, description = "`invalid_request`, `invalid_grant`, `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`", body = OAuthError),
-        (status = 401, description = "`invalid_client` (with `WWW-Authenticate: Basic` when Basic was used)", body = OAuthError),
-        (status = 404, description = "`not_found`: no such tenant", body = OAuthError),
-        (status = 413, description = "`payload_too_large`", body = OAuthError),
-        (status = 415, description = "`unsupported_media_type`", body = OAuthError),
-        (status = 503, description = "`store_unavailable`", body = OAuthError)
+        OAuthBadRequest,
+        OAuthInvalidClient,
+        OAuthNotFound,
+        OAuthPayloadTooLarge,
+        OAuthUnsupportedMediaType,
+        OAuthUnavailable
     ),
     security((), ("client_basic" = []))
 )]
@@ -270,12 +273,12 @@ pub async fn token(req: HttpRequest, payload: web::Payload) -> Result<HttpRespon
     request_body(content = RevokeForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "Revoked, or unknown (RFC 7009 §2.2)"),
-        (status = 400, description = "`invalid_request`, `invalid_grant`, `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`", body = OAuthError),
-        (status = 401, description = "`invalid_client` (with `WWW-Authenticate: Basic` when Basic was used)", body = OAuthError),
-        (status = 404, description = "`not_found`: no such tenant", body = OAuthError),
-        (status = 413, description = "`payload_too_large`", body = OAuthError),
-        (status = 415, description = "`unsupported_media_type`", body = OAuthError),
-        (status = 503, description = "`store_unavailable`", body = OAuthError)
+        OAuthBadRequest,
+        OAuthInvalidClient,
+        OAuthNotFound,
+        OAuthPayloadTooLarge,
+        OAuthUnsupportedMediaType,
+        OAuthUnavailable
     ),
     security((), ("client_basic" = []))
 )]
@@ -305,12 +308,12 @@ pub async fn revoke(req: HttpRequest, payload: web::Payload) -> Result<HttpRespo
     request_body(content = IntrospectForm, content_type = "application/x-www-form-urlencoded"),
     responses(
         (status = 200, description = "RFC 7662 answer; `{\"active\": false}` for unknown, revoked or foreign tokens", body = Introspection),
-        (status = 400, description = "`invalid_request`, `invalid_grant`, `unauthorized_client`, `unsupported_grant_type`, `invalid_scope`", body = OAuthError),
-        (status = 401, description = "`invalid_client` (with `WWW-Authenticate: Basic` when Basic was used)", body = OAuthError),
-        (status = 404, description = "`not_found`: no such tenant", body = OAuthError),
-        (status = 413, description = "`payload_too_large`", body = OAuthError),
-        (status = 415, description = "`unsupported_media_type`", body = OAuthError),
-        (status = 503, description = "`store_unavailable`", body = OAuthError)
+        OAuthBadRequest,
+        OAuthInvalidClient,
+        OAuthNotFound,
+        OAuthPayloadTooLarge,
+        OAuthUnsupportedMediaType,
+        OAuthUnavailable
     ),
     security(("client_basic" = []), ())
 )]

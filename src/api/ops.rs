@@ -1,6 +1,6 @@
 //! Health and readiness.
 
-use crate::error::Problem;
+use crate::api::responses::Unavailable;
 use actix_web::get;
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
@@ -63,7 +63,7 @@ pub struct Readiness {
     tag = "operations",
     responses(
         (status = 200, description = "Database and session store answer", body = Readiness),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        Unavailable
     )
 )]
 #[get("/readyz")]

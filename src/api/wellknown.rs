@@ -1,6 +1,6 @@
 //! OIDC discovery and the JWKS of each tenant.
 
-use crate::error::Problem;
+use crate::api::responses::{NotFound, Unavailable};
 use actix_web::get;
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
@@ -47,8 +47,8 @@ pub struct Discovery {
     params(("t" = String, Path, description = "Tenant slug")),
     responses(
         (status = 200, description = "OpenID Provider metadata", body = Discovery),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        NotFound,
+        Unavailable
     )
 )]
 #[get("/tenants/{t}/.well-known/openid-configuration")]
@@ -110,8 +110,8 @@ pub struct JwkSet {
     params(("t" = String, Path, description = "Tenant slug")),
     responses(
         (status = 200, description = "Active, pending and still-verifying keys", body = JwkSet),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        NotFound,
+        Unavailable
     )
 )]
 #[get("/tenants/{t}/.well-known/jwks.json")]

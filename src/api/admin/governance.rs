@@ -1,6 +1,9 @@
 //! A tenant's sessions (per user), signing keys and audit log.
 
-use crate::error::Problem;
+use crate::api::responses::{
+    BadRequest, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unavailable,
+    UnsupportedMediaType,
+};
 use crate::service::keys::KeyView;
 use crate::service::sessions::SessionView;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -24,11 +27,11 @@ use crate::store::db::audit::{self, AuditEvent, AuditFilter};
     params(("t" = String, Path, description = "Tenant slug"), ("user_id" = String, Path, description = "User id")),
     responses(
         (status = 200, description = "The user's active sessions", body = ListResponse<SessionView>),
-        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Unavailable
     ),
     security(("bearer" = []))
 )]
@@ -64,13 +67,13 @@ pub struct Revoked {
     request_body = RevokeSessions,
     responses(
         (status = 200, description = "How many sessions ended", body = Revoked),
-        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        Unavailable
     ),
     security(("bearer" = []))
 )]
@@ -100,11 +103,11 @@ pub async fn revoke_sessions(
     params(("t" = String, Path, description = "Tenant slug")),
     responses(
         (status = 200, description = "Signing keys, newest first", body = ListResponse<KeyView>),
-        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Unavailable
     ),
     security(("bearer" = []))
 )]
@@ -126,11 +129,11 @@ pub async fn list_keys(
     params(("t" = String, Path, description = "Tenant slug")),
     responses(
         (status = 201, description = "The new key: published now, signing after the activation delay", body = KeyView),
-        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Unavailable
     ),
     security(("bearer" = []))
 )]
@@ -209,11 +212,11 @@ impl From<AuditEvent> for AuditView {
     params(("t" = String, Path, description = "Tenant slug"), AuditQuery),
     responses(
         (status = 200, description = "Audit events, newest first", body = ListResponse<AuditView>),
-        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Unavailable
     ),
     security(("bearer" = []))
 )]

@@ -1,6 +1,9 @@
 //! Roles of a tenant and who holds them.
 
-use crate::error::Problem;
+use crate::api::responses::{
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unavailable,
+    UnsupportedMediaType,
+};
 use crate::service::roles::Role;
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web::{delete, get, post, put};
@@ -49,11 +52,11 @@ pub struct UserRoles {
     params(("t" = String, Path, description = "Tenant slug"), ListQuery),
     responses(
         (status = 200, description = "Roles by name", body = ListResponse<Role>),
-        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Unavailable
     ),
     security(("bearer" = []))
 )]
@@ -78,14 +81,14 @@ pub async fn list_roles(
     request_body = CreateRole,
     responses(
         (status = 201, description = "The role", body = Role),
-        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`conflict`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        Unavailable
     ),
     security(("bearer" = []))
 )]
@@ -115,11 +118,11 @@ pub async fn create_role(
     params(("t" = String, Path, description = "Tenant slug"), ("role" = String, Path, description = "Role name")),
     responses(
         (status = 200, description = "The role", body = Role),
-        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Unavailable
     ),
     security(("bearer" = []))
 )]
@@ -140,14 +143,14 @@ pub async fn get_role(
     request_body = ReplaceRole,
     responses(
         (status = 200, description = "The replaced role", body = Role),
-        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`conflict`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        Unavailable
     ),
     security(("bearer" = []))
 )]
@@ -184,12 +187,12 @@ pub async fn put_role(
     params(("t" = String, Path, description = "Tenant slug"), ("role" = String, Path, description = "Role name")),
     responses(
         (status = 204, description = "Deleted with its assignments"),
-        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`conflict`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        Unavailable
     ),
     security(("bearer" = []))
 )]
@@ -211,11 +214,11 @@ pub async fn delete_role(
     params(("t" = String, Path, description = "Tenant slug"), ("user_id" = String, Path, description = "User id")),
     responses(
         (status = 200, description = "The user's roles in the tenant", body = UserRoles),
-        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Unavailable
     ),
     security(("bearer" = []))
 )]
@@ -237,13 +240,13 @@ pub async fn get_user_roles(
     request_body = UserRoles,
     responses(
         (status = 200, description = "The user's roles now", body = UserRoles),
-        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        Unavailable
     ),
     security(("bearer" = []))
 )]

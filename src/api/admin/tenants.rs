@@ -1,6 +1,9 @@
 //! Tenants: platform admins create, list and delete; a tenant's admins read and rename it.
 
-use crate::error::Problem;
+use crate::api::responses::{
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unavailable,
+    UnsupportedMediaType,
+};
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web::{delete, get, patch, post};
 use serde::{Deserialize, Serialize};
@@ -133,10 +136,10 @@ pub struct CreateTenant {
     params(ListQuery),
     responses(
         (status = 200, description = "Tenants by slug", body = ListResponse<TenantView>),
-        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        Unavailable
     ),
     security(("bearer" = []))
 )]
@@ -164,13 +167,13 @@ pub async fn list_tenants(
     request_body = CreateTenant,
     responses(
         (status = 201, description = "The tenant, with its built-in roles, `admin-cli` client and signing key", body = TenantView),
-        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`conflict`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        Conflict,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        Unavailable
     ),
     security(("bearer" = []))
 )]
@@ -199,11 +202,11 @@ pub async fn create_tenant(
     params(("t" = String, Path, description = "Tenant slug")),
     responses(
         (status = 200, description = "The tenant", body = TenantView),
-        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Unavailable
     ),
     security(("bearer" = []))
 )]
@@ -228,13 +231,13 @@ pub struct PatchTenant {
     request_body = PatchTenant,
     responses(
         (status = 200, description = "The updated tenant", body = TenantView),
-        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        Unavailable
     ),
     security(("bearer" = []))
 )]
@@ -265,11 +268,11 @@ pub async fn patch_tenant(
     params(("t" = String, Path, description = "Tenant slug")),
     responses(
         (status = 204, description = "Deleted with everything it owned"),
-        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Unavailable
     ),
     security(("bearer" = []))
 )]

@@ -1,6 +1,9 @@
 //! Users of a tenant.
 
-use crate::error::Problem;
+use crate::api::responses::{
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthorized, Unavailable,
+    UnsupportedMediaType,
+};
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_web::{delete, get, patch, post};
 use serde::{Deserialize, Serialize};
@@ -57,11 +60,11 @@ pub struct CreateUser {
     params(("t" = String, Path, description = "Tenant slug"), ListQuery),
     responses(
         (status = 200, description = "Users in creation order", body = ListResponse<UserView>),
-        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Unavailable
     ),
     security(("bearer" = []))
 )]
@@ -90,14 +93,14 @@ pub async fn list_users(
     request_body = CreateUser,
     responses(
         (status = 201, description = "The user", body = UserView),
-        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`conflict`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        Unavailable
     ),
     security(("bearer" = []))
 )]
@@ -127,11 +130,11 @@ pub async fn create_user(
     params(("t" = String, Path, description = "Tenant slug"), ("user_id" = String, Path, description = "User id")),
     responses(
         (status = 200, description = "The user", body = UserView),
-        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Unavailable
     ),
     security(("bearer" = []))
 )]
@@ -166,14 +169,14 @@ pub struct PatchUser {
     request_body = PatchUser,
     responses(
         (status = 200, description = "The updated user", body = UserView),
-        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "`conflict`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "`payload_too_large`", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "`unsupported_media_type`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        Unavailable
     ),
     security(("bearer" = []))
 )]
@@ -204,11 +207,11 @@ pub async fn patch_user(
     params(("t" = String, Path, description = "Tenant slug"), ("user_id" = String, Path, description = "User id")),
     responses(
         (status = 204, description = "Deleted; their sessions ended"),
-        (status = 400, description = "Invalid request: `validation_failed` (the field is named in `detail`), `weak_password`, `invalid_request`", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Not authenticated: `token_missing`, `token_malformed`, `token_invalid`, `token_expired`, `token_not_yet_valid`, `token_wrong_audience`, `session_revoked`, `account_disabled`", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`: the permission named in `detail` is missing", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`not_found`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "`store_unavailable`: the database or session store is unreachable", body = Problem, content_type = "application/problem+json")
+        BadRequest,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Unavailable
     ),
     security(("bearer" = []))
 )]
