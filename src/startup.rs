@@ -149,6 +149,7 @@ impl Application {
                         .url("/openapi.json", spec.clone()),
                 )
                 .default_service(web::to(api::fallback))
+                .wrap(from_fn(telemetry::security_headers))
                 .wrap(from_fn(crate::metrics::track))
                 .wrap(from_fn(telemetry::request_context))
         })

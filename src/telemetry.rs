@@ -76,6 +76,29 @@ pub async fn request_context(
     Ok(res)
 }
 
+/// Middleware: headers every response carries; admin answers are never cached.
+pub async fn security_headers(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    use actix_web::http::header;
+    let admin = req.path().starts_with("/admin");
+    let mut res = next.call(req).await?;
+    let headers = res.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if admin {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    Ok(res)
+}
+
 /// Runs blocking work on the blocking pool, keeping the caller's span so its
 /// logs still carry the request's fields.
 pub async fn spawn_blocking<F, R>(f: F) -> Result<R, tokio::task::JoinError>

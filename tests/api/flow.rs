@@ -276,3 +276,36 @@ async fn discovery_names_the_tenant_endpoints() {
         .expect("discovery");
     crate::helpers::assert_problem(res, StatusCode::NOT_FOUND, "not_found").await;
 }
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers_and_admin_answers_are_not_cached() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let header = |res: &reqwest::Response, name: &str| {
+        res.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    for res in [
+        app.http
+            .get(app.url("/healthz"))
+            .send()
+            .await
+            .expect("healthz"),
+        app.http
+            .get(app.url("/no/such/path"))
+            .send()
+            .await
+            .expect("404"),
+        app.get("/admin/tenants", &admin).await,
+        app.get("/tenants/system/oauth/userinfo", "bad").await,
+    ] {
+        assert_eq!(header(&res, "x-content-type-options"), "nosniff");
+        assert_eq!(header(&res, "referrer-policy"), "no-referrer");
+    }
+    let res = app.get("/admin/tenants", &admin).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(header(&res, "cache-control"), "no-store");
+}
