@@ -1,6 +1,7 @@
 //! Black-box tests of latchkey through HTTP, one compiled binary.
 
 mod admin;
+mod attacks;
 mod authz;
 mod cli;
 mod compose;

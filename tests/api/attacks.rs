@@ -1,0 +1,238 @@
+//! Hostile access tokens: each is answered 401 (never 2xx, never 5xx), with
+//! `error="invalid_token"`.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app};
+
+fn b64(v: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).expect("json"))
+}
+
+/// The token with its header replaced (payload and signature kept).
+fn with_header(token: &str, header: Value) -> String {
+    let mut parts = token.split('.');
+    let _ = parts.next();
+    format!(
+        "{}.{}.{}",
+        b64(&header),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default()
+    )
+}
+
+#[tokio::test]
+async fn forged_and_tampered_tokens_are_401_invalid_token() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let header = jsonwebtoken::decode_header(&admin).expect("header");
+    let kid = header.kid.clone().unwrap_or_default();
+    let claims = serde_json::to_value(TestApp::claims_of(&admin)).expect("claims");
+    let payload = b64(&claims);
+    let sig = admin.rsplit('.').next().unwrap_or_default().to_owned();
+    let es = |h: Value| with_header(&admin, h);
+    // HS256 signed with the tenant's public key material (key confusion).
+    let jwks: Value = app
+        .http
+        .get(app.url("/tenants/system/.well-known/jwks.json"))
+        .send()
+        .await
+        .expect("jwks")
+        .json()
+        .await
+        .expect("json");
+    let public = serde_json::to_vec(&jwks["keys"][0]).expect("jwk");
+    let hs256 = jsonwebtoken::encode(
+        &jsonwebtoken::Header {
+            alg: jsonwebtoken::Algorithm::HS256,
+            kid: Some(kid.clone()),
+            typ: Some("at+jwt".to_owned()),
+            ..Default::default()
+        },
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(&public),
+    )
+    .expect("hs256");
+    let mut cases: Vec<(&str, String)> = vec![
+        (
+            "alg none",
+            format!(
+                "{}.{payload}.",
+                b64(&json!({"alg": "none", "typ": "at+jwt", "kid": kid}))
+            ),
+        ),
+        (
+            "alg None",
+            format!(
+                "{}.{payload}.",
+                b64(&json!({"alg": "None", "typ": "at+jwt", "kid": kid}))
+            ),
+        ),
+        (
+            "alg NONE",
+            format!(
+                "{}.{payload}.",
+                b64(&json!({"alg": "NONE", "typ": "at+jwt", "kid": kid}))
+            ),
+        ),
+        (
+            "empty signature",
+            format!("{}.{payload}.", admin.split('.').next().unwrap_or_default()),
+        ),
+        (
+            "stripped signature",
+            format!("{}.{payload}", admin.split('.').next().unwrap_or_default()),
+        ),
+        ("HS256 with the public key", hs256),
+        (
+            "unknown kid",
+            es(json!({"alg": "ES256", "typ": "at+jwt", "kid": "nope"})),
+        ),
+        (
+            "kid path traversal",
+            es(json!({"alg": "ES256", "typ": "at+jwt", "kid": "../../dev/null"})),
+        ),
+        (
+            "kid SQL",
+            es(json!({"alg": "ES256", "typ": "at+jwt", "kid": "' OR '1'='1"})),
+        ),
+        (
+            "kid not a string",
+            es(json!({"alg": "ES256", "typ": "at+jwt", "kid": 42})),
+        ),
+        (
+            "kid 10 KB",
+            es(json!({"alg": "ES256", "typ": "at+jwt", "kid": "k".repeat(10_000)})),
+        ),
+        (
+            "jku header",
+            es(
+                json!({"alg": "ES256", "typ": "at+jwt", "kid": kid, "jku": "http://127.0.0.1:9/jwks"}),
+            ),
+        ),
+        (
+            "x5u header",
+            es(
+                json!({"alg": "ES256", "typ": "at+jwt", "kid": kid, "x5u": "http://127.0.0.1:9/cert"}),
+            ),
+        ),
+        (
+            "inline jwk",
+            es(json!({"alg": "ES256", "typ": "at+jwt", "kid": kid, "jwk": jwks["keys"][0]})),
+        ),
+        (
+            "x5c header",
+            es(json!({"alg": "ES256", "typ": "at+jwt", "kid": kid, "x5c": ["MIIB"]})),
+        ),
+        (
+            "typ JWT",
+            es(json!({"alg": "ES256", "typ": "JWT", "kid": kid})),
+        ),
+        (
+            "alg RS256 on an EC key",
+            es(json!({"alg": "RS256", "typ": "at+jwt", "kid": kid})),
+        ),
+    ];
+    let mut edited = claims.clone();
+    edited["sub"] = json!("someone-else");
+    cases.push((
+        "edited payload",
+        format!(
+            "{}.{}.{sig}",
+            admin.split('.').next().unwrap_or_default(),
+            b64(&edited)
+        ),
+    ));
+    for (name, token) in &cases {
+        let res = app.get("/tenants/system/oauth/userinfo", token).await;
+        let status = res.status();
+        let www = res
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body: Value = res.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{name}: {body}");
+        assert!(www.contains("error=\"invalid_token\""), "{name}: {www}");
+        assert!(
+            ["token_invalid", "token_malformed"]
+                .contains(&body["code"].as_str().unwrap_or_default()),
+            "{name}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tokens_with_bad_claims_are_refused() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let keys = app.state.keys.keys("system").await.expect("keys");
+    let signing = keys.signing.as_ref().expect("signing");
+    let mut header = jsonwebtoken::Header::new(signing.alg);
+    header.kid = Some(signing.kid.clone());
+    header.typ = Some("at+jwt".to_owned());
+    let base = serde_json::to_value(TestApp::claims_of(&admin)).expect("claims");
+    let sign = |claims: &Value| jsonwebtoken::encode(&header, claims, &signing.key).expect("sign");
+    let now = chrono::Utc::now().timestamp();
+    let mut cases: Vec<(&str, Value, &str)> = Vec::new();
+    let mut c = base.clone();
+    c.as_object_mut().map(|o| o.remove("exp"));
+    cases.push(("missing exp", c, "token_invalid"));
+    let mut c = base.clone();
+    c["exp"] = json!(now - 3600);
+    cases.push(("past exp", c, "token_expired"));
+    let mut c = base.clone();
+    c["nbf"] = json!(now + 3600);
+    cases.push(("future nbf", c, "token_not_yet_valid"));
+    let mut c = base.clone();
+    c["iss"] = json!("https://evil.example.com/tenants/system");
+    cases.push(("wrong iss", c, "token_invalid"));
+    let mut c = base.clone();
+    c.as_object_mut().map(|o| o.remove("iss"));
+    cases.push(("missing iss", c, "token_invalid"));
+    let mut c = base.clone();
+    c["tid"] = json!("other");
+    cases.push(("wrong tid", c, "token_wrong_audience"));
+    for (name, claims, code) in cases {
+        let res = app
+            .get("/tenants/system/oauth/userinfo", &sign(&claims))
+            .await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{name}");
+        let body: Value = res.json().await.expect("json");
+        assert_eq!(body["code"], code, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_100_kb_authorization_header_is_refused_without_a_server_error() {
+    let app = spawn_app().await;
+    let res = app
+        .http
+        .get(app.url("/tenants/system/oauth/userinfo"))
+        .header(
+            "Authorization",
+            format!("Bearer {}", "a".repeat(100 * 1024)),
+        )
+        .send()
+        .await;
+    match res {
+        Ok(res) => {
+            let status = res.status().as_u16();
+            assert!([400, 401, 431].contains(&status), "{status}");
+        }
+        // Some servers close the connection on oversized headers: also not a 5xx.
+        Err(e) => assert!(e.is_request() || e.is_connect() || e.is_body(), "{e}"),
+    }
+    // The server is still serving.
+    let res = app
+        .http
+        .get(app.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(res.status(), StatusCode::OK);
+}
