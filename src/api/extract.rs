@@ -91,9 +91,10 @@ pub fn bearer_token(req: &HttpRequest) -> Result<String, AppError> {
     Ok(token.to_owned())
 }
 
-async fn load_tenant(state: &AppState, slug: &str) -> Result<Arc<Tenant>, AppError> {
+/// The tenant named by a path, or 404 `not_found`.
+pub async fn load_tenant(state: &AppState, slug: &str) -> Result<Arc<Tenant>, AppError> {
     state.tenant(slug).await.map_err(|e| match e {
-        crate::store::StoreError::NotFound(_) => AppError::not_found("The tenant"),
+        crate::store::StoreError::NotFound(_) => AppError::not_found("The tenant").with_realm(slug),
         other => other.into(),
     })
 }

@@ -13,7 +13,7 @@ use actix_web::{delete, get, post};
 use serde::{Deserialize, Serialize};
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::extract::{TenantCaller, app_state, origin, realm};
+use super::extract::{TenantCaller, app_state, load_tenant, origin, realm};
 use super::no_content;
 use crate::api::Json;
 use crate::config::Secret;
@@ -307,10 +307,7 @@ pub struct SignupBody {
 pub async fn signup(req: HttpRequest, body: Json<SignupBody>) -> AppResult<HttpResponse> {
     let state = app_state(&req)?;
     let slug = realm(&req);
-    let tenant = state.tenant(&slug).await.map_err(|e| match e {
-        crate::store::StoreError::NotFound(_) => AppError::not_found("The tenant"),
-        other => other.into(),
-    })?;
+    let tenant = load_tenant(&state, &slug).await?;
     if !tenant.settings.self_signup || tenant.status != crate::domain::TenantStatus::Active {
         return Err(AppError::new(
             ErrorCode::SignupDisabled,

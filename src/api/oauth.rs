@@ -17,12 +17,10 @@ use base64::engine::general_purpose::STANDARD;
 use futures_util::StreamExt;
 
 use super::BODY_LIMIT;
-use super::extract::{app_state, origin, realm};
+use super::extract::{app_state, load_tenant, origin, realm};
 use crate::config::Secret;
 use crate::error::{AppError, AppResult, ErrorCode, Flavor};
 use crate::service::auth::{self, ClientAuthMethod, ClientCredentials, TokenRequest};
-use crate::state::AppState;
-use crate::store::db::tenants::Tenant;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(token);
@@ -202,13 +200,6 @@ fn client_credentials(
     })
 }
 
-async fn oauth_tenant(state: &AppState, slug: &str) -> AppResult<std::sync::Arc<Tenant>> {
-    state.tenant(slug).await.map_err(|e| match e {
-        crate::store::StoreError::NotFound(_) => AppError::not_found("The tenant"),
-        other => other.into(),
-    })
-}
-
 fn no_store(mut res: HttpResponse) -> HttpResponse {
     res.headers_mut().insert(
         header::CACHE_CONTROL,
@@ -250,7 +241,7 @@ where
 pub async fn token(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, AppError> {
     oauth_endpoint(&req, async {
         let state = app_state(&req)?;
-        let tenant = oauth_tenant(&state, &realm(&req)).await?;
+        let tenant = load_tenant(&state, &realm(&req)).await?;
         let mut form = read_form(&req, payload).await?;
         let creds = client_credentials(&req, &mut form)?;
         let request = TokenRequest {
@@ -286,7 +277,7 @@ pub async fn token(req: HttpRequest, payload: web::Payload) -> Result<HttpRespon
 pub async fn revoke(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, AppError> {
     oauth_endpoint(&req, async {
         let state = app_state(&req)?;
-        let tenant = oauth_tenant(&state, &realm(&req)).await?;
+        let tenant = load_tenant(&state, &realm(&req)).await?;
         let mut form = read_form(&req, payload).await?;
         let creds = client_credentials(&req, &mut form)?;
         let client = auth::authenticate_client(&state, &tenant.slug, &creds).await?;
@@ -321,7 +312,7 @@ pub async fn revoke(req: HttpRequest, payload: web::Payload) -> Result<HttpRespo
 pub async fn introspect(req: HttpRequest, payload: web::Payload) -> Result<HttpResponse, AppError> {
     oauth_endpoint(&req, async {
         let state = app_state(&req)?;
-        let tenant = oauth_tenant(&state, &realm(&req)).await?;
+        let tenant = load_tenant(&state, &realm(&req)).await?;
         let mut form = read_form(&req, payload).await?;
         let creds = client_credentials(&req, &mut form)?;
         if creds.secret.is_none() {

@@ -1,5 +1,6 @@
 //! OIDC discovery and the JWKS of each tenant.
 
+use super::extract::load_tenant;
 use crate::api::responses::{NotFound, Unavailable};
 use actix_web::get;
 use actix_web::{HttpResponse, web};
@@ -7,19 +8,12 @@ use serde::Serialize;
 use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::authn::keys::Jwk;
-use crate::error::{AppError, AppResult};
+use crate::error::AppResult;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(discovery);
     cfg.service(jwks);
-}
-
-async fn existing_tenant(state: &AppState, slug: &str) -> AppResult<()> {
-    state.tenant(slug).await.map(|_| ()).map_err(|e| match e {
-        crate::store::StoreError::NotFound(_) => AppError::not_found("The tenant").with_realm(slug),
-        other => other.into(),
-    })
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -56,7 +50,7 @@ pub async fn discovery(
     state: web::Data<AppState>,
     t: web::Path<String>,
 ) -> AppResult<HttpResponse> {
-    existing_tenant(&state, &t).await?;
+    load_tenant(&state, &t).await?;
     let issuer = state.issuer(&t);
     let auth_methods = vec!["client_secret_basic", "client_secret_post", "none"];
     Ok(HttpResponse::Ok()
@@ -116,7 +110,7 @@ pub struct JwkSet {
 )]
 #[get("/tenants/{t}/.well-known/jwks.json")]
 pub async fn jwks(state: web::Data<AppState>, t: web::Path<String>) -> AppResult<HttpResponse> {
-    existing_tenant(&state, &t).await?;
+    load_tenant(&state, &t).await?;
     let keys = state.keys.keys(&t).await?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "public, max-age=300"))
