@@ -122,6 +122,11 @@ async fn main() {
         log: "error".to_owned(),
         argon2_memory_kib: 4096,
         argon2_iterations: 1,
+        // One load generator on loopback stands for many clients.
+        rate_limit_auth_per_second: u32::MAX,
+        rate_limit_auth_burst: u32::MAX,
+        rate_limit_api_per_second: u32::MAX,
+        rate_limit_api_burst: u32::MAX,
         ..Config::default()
     };
     if let Ok(url) = std::env::var("LATCHKEY_BENCH_REDIS_URL")

@@ -170,6 +170,11 @@ async fn main() {
         bootstrap_admin_email: Some(ADMIN.to_owned()),
         bootstrap_admin_password: Some(Secret::new(PASSWORD)),
         log: "error".to_owned(),
+        // One load generator on loopback stands for many clients.
+        rate_limit_auth_per_second: u32::MAX,
+        rate_limit_auth_burst: u32::MAX,
+        rate_limit_api_per_second: u32::MAX,
+        rate_limit_api_burst: u32::MAX,
         ..Config::default()
     };
     if let Ok(url) = std::env::var("LATCHKEY_BENCH_REDIS_URL")

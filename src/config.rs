@@ -89,6 +89,14 @@ pub struct Config {
     pub key_activation_delay_seconds: u64,
     /// Signing keys older than this are rotated automatically; 0 turns it off.
     pub key_rotation_days: u64,
+    /// Per client IP on token, revoke, introspect, signup and password change.
+    pub rate_limit_auth_per_second: u32,
+    pub rate_limit_auth_burst: u32,
+    /// Per client IP on every other route (admin, resource, discovery).
+    pub rate_limit_api_per_second: u32,
+    pub rate_limit_api_burst: u32,
+    /// Comma-separated addresses or networks whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: String,
 }
 
 impl Default for Config {
@@ -115,6 +123,11 @@ impl Default for Config {
             shutdown_timeout_seconds: 30,
             key_activation_delay_seconds: 300,
             key_rotation_days: 90,
+            rate_limit_auth_per_second: 10,
+            rate_limit_auth_burst: 30,
+            rate_limit_api_per_second: 200,
+            rate_limit_api_burst: 400,
+            trusted_proxies: String::new(),
         }
     }
 }
@@ -157,6 +170,11 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("LATCHKEY_SHUTDOWN_TIMEOUT_SECONDS", false),
     ("LATCHKEY_KEY_ACTIVATION_DELAY_SECONDS", false),
     ("LATCHKEY_KEY_ROTATION_DAYS", false),
+    ("LATCHKEY_RATE_LIMIT_AUTH_PER_SECOND", false),
+    ("LATCHKEY_RATE_LIMIT_AUTH_BURST", false),
+    ("LATCHKEY_RATE_LIMIT_API_PER_SECOND", false),
+    ("LATCHKEY_RATE_LIMIT_API_BURST", false),
+    ("LATCHKEY_TRUSTED_PROXIES", false),
 ];
 
 fn parse_num<T: std::str::FromStr>(variable: &str, raw: &str) -> Result<T, ConfigError>
@@ -257,6 +275,19 @@ impl Config {
                 self.key_activation_delay_seconds = parse_num(variable, raw)?
             }
             "LATCHKEY_KEY_ROTATION_DAYS" => self.key_rotation_days = parse_num(variable, raw)?,
+            "LATCHKEY_RATE_LIMIT_AUTH_PER_SECOND" => {
+                self.rate_limit_auth_per_second = parse_num(variable, raw)?
+            }
+            "LATCHKEY_RATE_LIMIT_AUTH_BURST" => {
+                self.rate_limit_auth_burst = parse_num(variable, raw)?
+            }
+            "LATCHKEY_RATE_LIMIT_API_PER_SECOND" => {
+                self.rate_limit_api_per_second = parse_num(variable, raw)?
+            }
+            "LATCHKEY_RATE_LIMIT_API_BURST" => {
+                self.rate_limit_api_burst = parse_num(variable, raw)?
+            }
+            "LATCHKEY_TRUSTED_PROXIES" => self.trusted_proxies = raw.trim().to_owned(),
             _ => {}
         }
         Ok(())
@@ -330,6 +361,26 @@ impl Config {
         if self.key_rotation_days > 3650 {
             return Err(bad("LATCHKEY_KEY_ROTATION_DAYS", "at most 3650"));
         }
+        for (variable, value) in [
+            (
+                "LATCHKEY_RATE_LIMIT_AUTH_PER_SECOND",
+                self.rate_limit_auth_per_second,
+            ),
+            ("LATCHKEY_RATE_LIMIT_AUTH_BURST", self.rate_limit_auth_burst),
+            (
+                "LATCHKEY_RATE_LIMIT_API_PER_SECOND",
+                self.rate_limit_api_per_second,
+            ),
+            ("LATCHKEY_RATE_LIMIT_API_BURST", self.rate_limit_api_burst),
+        ] {
+            if value == 0 {
+                return Err(bad(
+                    variable,
+                    "must be at least 1 (rate limits cannot be turned off)",
+                ));
+            }
+        }
+        self.proxies()?;
         if self.workers == Some(0) {
             return Err(bad("LATCHKEY_WORKERS", "must be at least 1"));
         }
@@ -344,6 +395,12 @@ impl Config {
             .unwrap_or_else(|| format!("http://{bound}"))
             .trim_end_matches('/')
             .to_owned()
+    }
+
+    /// The parsed `LATCHKEY_TRUSTED_PROXIES`.
+    pub fn proxies(&self) -> Result<crate::ratelimit::TrustedProxies, ConfigError> {
+        crate::ratelimit::TrustedProxies::parse(&self.trusted_proxies)
+            .map_err(|e| bad("LATCHKEY_TRUSTED_PROXIES", e))
     }
 
     pub fn data_dir(&self) -> PathBuf {

@@ -58,6 +58,14 @@ fn describe() {
         "latchkey_auth_failures_total",
         "401 and 403 answers, by status and code"
     );
+    metrics::describe_counter!(
+        "latchkey_rate_limited_total",
+        "Requests refused with 429, by limit group (auth, api)"
+    );
+    metrics::describe_counter!(
+        "latchkey_accounts_locked_total",
+        "Accounts locked after repeated failed logins"
+    );
     metrics::describe_gauge!(
         "latchkey_argon2_queue_depth",
         "Password hashes running or waiting"
@@ -100,6 +108,14 @@ pub fn reuse_detected() {
 pub fn auth_failure(status: u16, code: &'static str) {
     metrics::counter!("latchkey_auth_failures_total", "status" => status.to_string(), "code" => code)
         .increment(1);
+}
+
+pub fn rate_limited(group: &'static str) {
+    metrics::counter!("latchkey_rate_limited_total", "group" => group).increment(1);
+}
+
+pub fn account_locked() {
+    metrics::counter!("latchkey_accounts_locked_total").increment(1);
 }
 
 pub fn argon2_queue_depth(depth: usize) {

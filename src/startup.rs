@@ -18,7 +18,7 @@ use crate::service::bootstrap;
 use crate::state::AppState;
 use crate::store::db::{Backend, Db};
 use crate::store::session::{MemoryStore, RedisStore, SessionStore};
-use crate::{api, telemetry};
+use crate::{api, ratelimit, telemetry};
 
 /// The master key: configured, or in embedded mode a generated key file.
 fn master_key(config: &Config, backend: Backend) -> anyhow::Result<MasterKey> {
@@ -130,6 +130,22 @@ impl Application {
         let data = web::Data::from(state.clone());
         let spec = api::openapi();
         let routes = web::Data::new(api::RouteTable::from_openapi(&spec));
+        let proxies = state.config.proxies()?;
+        let auth_limit = crate::ratelimit::Limit {
+            per_second: state.config.rate_limit_auth_per_second,
+            burst: state.config.rate_limit_auth_burst,
+        };
+        let api_limit = crate::ratelimit::Limit {
+            per_second: state.config.rate_limit_api_per_second,
+            burst: state.config.rate_limit_api_burst,
+        };
+        let (Some(auth_limiter), Some(api_limiter)) = (
+            ratelimit::limiter(ratelimit::Group::Auth, auth_limit, &proxies),
+            ratelimit::limiter(ratelimit::Group::Api, api_limit, &proxies),
+        ) else {
+            anyhow::bail!("LATCHKEY_RATE_LIMIT_*: limits must be at least 1");
+        };
+        ratelimit::spawn_cleanup(vec![auth_limiter.clone(), api_limiter.clone()]);
         let workers = state.config.workers.unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -149,6 +165,8 @@ impl Application {
                         .url("/openapi.json", spec.clone()),
                 )
                 .default_service(web::to(api::fallback))
+                .wrap(ratelimit::middleware(&auth_limiter))
+                .wrap(ratelimit::middleware(&api_limiter))
                 .wrap(from_fn(telemetry::security_headers))
                 .wrap(from_fn(crate::metrics::track))
                 .wrap(from_fn(telemetry::request_context))

@@ -49,6 +49,8 @@ pub struct AppState {
     pub keys: KeyRing,
     pub authz: Authorizer,
     pub passwords: PasswordHasherPool,
+    /// Whose `X-Forwarded-For` is believed (rate limits, audit, sessions).
+    pub proxies: crate::ratelimit::TrustedProxies,
     tenants: RwLock<HashMap<String, (Arc<Tenant>, Instant)>>,
 }
 
@@ -63,6 +65,7 @@ impl AppState {
     ) -> Self {
         Self {
             authz: Authorizer::new(db.clone()),
+            proxies: config.proxies().unwrap_or_default(),
             config,
             public_url,
             db,

@@ -39,6 +39,15 @@ pub fn realm(req: &HttpRequest) -> String {
         .collect()
 }
 
+/// The client's address: the peer, or what a trusted proxy forwarded.
+pub fn client_ip(req: &HttpRequest) -> Option<std::net::IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    Some(match req.app_data::<web::Data<AppState>>() {
+        Some(state) => state.proxies.client_ip(peer, req.headers()),
+        None => peer,
+    })
+}
+
 /// Who made the request and from where, for audit events and sessions.
 pub fn origin(req: &HttpRequest, actor: Option<&str>) -> Origin {
     let ua = req
@@ -48,7 +57,7 @@ pub fn origin(req: &HttpRequest, actor: Option<&str>) -> Origin {
         .map(|v| v.chars().take(256).collect());
     Origin {
         actor: actor.map(str::to_owned),
-        ip: req.peer_addr().map(|a| a.ip().to_string()),
+        ip: client_ip(req).map(|ip| ip.to_string()),
         user_agent: ua,
         request_id: Some(crate::telemetry::current_request().id),
     }

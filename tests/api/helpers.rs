@@ -68,6 +68,11 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     // Keys sign as soon as they are published unless a test says otherwise.
     config.key_activation_delay_seconds = 0;
     config.log = "error".to_owned();
+    // Every test client is 127.0.0.1: limits are exercised by tests/api/limits.rs.
+    config.rate_limit_auth_per_second = 100_000;
+    config.rate_limit_auth_burst = 100_000;
+    config.rate_limit_api_per_second = 100_000;
+    config.rate_limit_api_burst = 100_000;
     if let Ok(url) = std::env::var("LATCHKEY_TEST_REDIS_URL")
         && !url.is_empty()
     {

@@ -12,6 +12,7 @@ mod helpers;
 mod instances;
 mod isolation;
 mod jwks;
+mod limits;
 mod metrics;
 mod openapi;
 mod refresh;
