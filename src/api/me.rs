@@ -324,5 +324,5 @@ pub async fn signup(req: HttpRequest, body: Json<SignupBody>) -> AppResult<HttpR
         &origin(&req, None),
     )
     .await?;
-    Ok(HttpResponse::Created().json(super::admin::UserView::from(user)))
+    Ok(HttpResponse::Created().json(super::admin::UserView::fresh(user)))
 }

@@ -77,6 +77,8 @@ pub struct UserPatch {
     pub status: Option<UserStatus>,
     pub email: Option<String>,
     pub password: Option<Secret>,
+    /// Lift a sign-in lock and forget the failed attempts.
+    pub unlock: bool,
 }
 
 /// Applies a patch. Disabling ends every session (`account_disabled`); a new
@@ -139,6 +141,21 @@ pub async fn update(
             .sessions
             .end_user_sessions(&tenant.slug, &user.id, None, EndReason::Revoked, linger)
             .await?;
+    }
+    if patch.unlock {
+        state
+            .sessions
+            .clear_login_failures(&tenant.slug, &user.id)
+            .await?;
+        super::audit::record(
+            state,
+            &tenant.slug,
+            "user.unlock",
+            "success",
+            Some(&user.id),
+            origin,
+        )
+        .await;
     }
     super::audit::record(
         state,

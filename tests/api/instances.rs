@@ -261,4 +261,55 @@ async fn two_processes_sharing_postgres_and_redis_agree_within_a_second() {
         .await
         .expect("userinfo");
     assert_unauthorized(res, "session_revoked").await;
+
+    // Failed sign-ins are counted across instances: two here and two there
+    // lock an account whose tenant locks after four.
+    let res = call(
+        &http,
+        Method::PATCH,
+        format!("{}/admin/tenants/{t}", one.base),
+        &admin,
+        &json!({"settings": {"lockout_threshold": 4}}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let attempt = |base: String, password: &'static str| {
+        let http = http.clone();
+        let t = t.clone();
+        async move {
+            http.post(format!("{base}/tenants/{t}/oauth/token"))
+                .form(&[
+                    ("grant_type", "password"),
+                    ("client_id", "admin-cli"),
+                    ("username", "u@multi.test"),
+                    ("password", password),
+                ])
+                .send()
+                .await
+                .expect("token")
+                .status()
+        }
+    };
+    for base in [&one.base, &two.base, &one.base, &two.base] {
+        assert_eq!(
+            attempt(base.clone(), "definitely wrong").await,
+            StatusCode::BAD_REQUEST
+        );
+    }
+    assert_eq!(
+        attempt(one.base.clone(), USER_PASSWORD).await,
+        StatusCode::BAD_REQUEST,
+        "locked across instances"
+    );
+    let res = call(
+        &http,
+        Method::GET,
+        format!("{}/admin/tenants/{t}/users/{user}", one.base),
+        &admin,
+        &json!(null),
+    )
+    .await;
+    let view = json(res).await;
+    assert_eq!(view["locked"], true, "{view}");
 }

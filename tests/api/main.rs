@@ -13,6 +13,7 @@ mod instances;
 mod isolation;
 mod jwks;
 mod limits;
+mod lockout;
 mod metrics;
 mod openapi;
 mod refresh;

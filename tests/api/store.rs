@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use latchkey::store::session::{
-    AccessState, EndReason, MemoryStore, RedisStore, RefreshRecord, RefreshState, RotateOutcome,
-    Rotation, SessionRecord, SessionStore,
+    AccessState, EndReason, LockoutPolicy, LoginLock, MemoryStore, RedisStore, RefreshRecord,
+    RefreshState, RotateOutcome, Rotation, SessionRecord, SessionStore,
 };
 
 async fn stores() -> Vec<(&'static str, Arc<dyn SessionStore>)> {
@@ -424,5 +424,110 @@ async fn purging_a_tenant_removes_its_state_only() {
             "{name}"
         );
         store.ping().await.expect("ping");
+    }
+}
+
+#[tokio::test]
+async fn failed_logins_lock_for_a_minute_then_double_up_to_an_hour() {
+    for (name, store) in stores().await {
+        let policy = LockoutPolicy::with_threshold(3);
+        let t0 = 1_900_000_000;
+        let fail = |now: i64| {
+            let store = store.clone();
+            async move {
+                store
+                    .login_failed("t1", "u1", &policy, now)
+                    .await
+                    .expect("login_failed")
+            }
+        };
+        assert_eq!(fail(t0).await.failures, 1, "{name}");
+        assert_eq!(fail(t0 + 1).await.failures, 2, "{name}");
+        let locked = fail(t0 + 2).await;
+        assert_eq!(
+            locked,
+            LoginLock {
+                failures: 0,
+                locked_until: t0 + 2 + 60,
+                level: 1
+            },
+            "{name}"
+        );
+        // Attempts during the lock are not counted and do not extend it.
+        assert_eq!(fail(t0 + 30).await, locked, "{name}");
+        assert_eq!(
+            store.login_lock("t1", "u1").await.expect("read"),
+            locked,
+            "{name}"
+        );
+        // Each further lock doubles: 2, 4, ... minutes, capped at one hour.
+        let mut now = locked.locked_until;
+        let mut lengths = Vec::new();
+        for _ in 0..7 {
+            let mut last = LoginLock::default();
+            for _ in 0..3 {
+                last = fail(now).await;
+            }
+            lengths.push(last.locked_until - now);
+            now = last.locked_until;
+        }
+        assert_eq!(lengths, [120, 240, 480, 960, 1920, 3600, 3600], "{name}");
+        // Clearing forgets the failures and the level.
+        store.clear_login_failures("t1", "u1").await.expect("clear");
+        assert_eq!(
+            store.login_lock("t1", "u1").await.expect("read"),
+            LoginLock::default(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn failures_outside_the_window_do_not_add_up_and_accounts_are_separate() {
+    for (name, store) in stores().await {
+        let policy = LockoutPolicy::with_threshold(2);
+        let t0 = 1_900_000_000;
+        store
+            .login_failed("t1", "u1", &policy, t0)
+            .await
+            .expect("fail");
+        // 15 minutes later the first failure no longer counts.
+        let after = store
+            .login_failed("t1", "u1", &policy, t0 + 15 * 60)
+            .await
+            .expect("fail");
+        assert_eq!((after.failures, after.locked_until), (1, 0), "{name}");
+        // Another user, or the same id in another tenant, has its own count.
+        for (t, u) in [("t1", "u2"), ("t2", "u1")] {
+            let other = store.login_failed(t, u, &policy, t0).await.expect("fail");
+            assert_eq!(other.failures, 1, "{name} {t}/{u}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn concurrent_failures_are_counted_once_each() {
+    for (name, store) in stores().await {
+        let policy = LockoutPolicy::with_threshold(10);
+        let now = chrono::Utc::now().timestamp();
+        let tasks: Vec<_> = (0..25)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.login_failed("t1", "race", &policy, now).await })
+            })
+            .collect();
+        let mut locks: Vec<LoginLock> = Vec::new();
+        for task in tasks {
+            locks.push(task.await.expect("task").expect("fail"));
+        }
+        // Exactly one failure reached the threshold; the rest were counted
+        // before it or refused during the lock.
+        let lockers = locks
+            .iter()
+            .filter(|l| l.level == 1 && l.failures == 0)
+            .count();
+        assert_eq!(lockers, 16, "{name}: {locks:?}");
+        let state = store.login_lock("t1", "race").await.expect("read");
+        assert_eq!((state.level, state.locked_until), (1, now + 60), "{name}");
     }
 }

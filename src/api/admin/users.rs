@@ -13,10 +13,11 @@ use crate::api::{Json, Query};
 use crate::api::{ListQuery, ListResponse, no_content, rfc3339};
 use crate::config::Secret;
 use crate::domain::UserStatus;
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::service::users;
 use crate::state::AppState;
 use crate::store::db::users::User;
+use crate::store::session::LoginLock;
 
 /// A user as the API shows it: never a password hash.
 #[derive(Serialize, utoipa::ToSchema)]
@@ -27,10 +28,21 @@ pub struct UserView {
     email_verified: bool,
     created_at: String,
     last_login_at: Option<String>,
+    /// Sign-in is refused until `locked_until` after repeated failures;
+    /// `PATCH {"locked": false}` lifts it.
+    locked: bool,
+    locked_until: Option<String>,
 }
 
-impl From<User> for UserView {
-    fn from(u: User) -> Self {
+impl UserView {
+    /// A user with its sign-in lock.
+    pub fn new(u: User, lock: LoginLock) -> Self {
+        let now = chrono::Utc::now().timestamp();
+        let locked_until = lock
+            .is_locked(now)
+            .then(|| chrono::DateTime::from_timestamp(lock.locked_until, 0))
+            .flatten()
+            .map(|t| rfc3339(t.naive_utc()));
         Self {
             id: u.id,
             email: u.email,
@@ -38,8 +50,32 @@ impl From<User> for UserView {
             email_verified: u.email_verified,
             created_at: rfc3339(u.created_at),
             last_login_at: u.last_login_at.map(rfc3339),
+            locked: locked_until.is_some(),
+            locked_until,
         }
     }
+
+    /// A user that cannot be locked yet (just created).
+    pub fn fresh(u: User) -> Self {
+        Self::new(u, LoginLock::default())
+    }
+
+    /// A user read now, with its lock from the session store.
+    pub async fn load(state: &AppState, tenant: &str, u: User) -> AppResult<Self> {
+        let lock = state.sessions.login_lock(tenant, &u.id).await?;
+        Ok(Self::new(u, lock))
+    }
+}
+
+/// `false` only: an admin can lift a lock, not impose one (disable the user).
+fn unlock_only() -> utoipa::openapi::schema::Object {
+    utoipa::openapi::schema::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Boolean)
+        .enum_values(Some([false]))
+        .description(Some(
+            "`false` lifts a sign-in lock and forgets the failed attempts",
+        ))
+        .build()
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -77,11 +113,12 @@ pub async fn list_users(
     let q = q.into_inner()?;
     let page = users::list(&state, &auth.tenant.slug, q.cursor.clone(), q.limit()?).await?;
     Ok(HttpResponse::Ok().json(ListResponse {
-        items: page
-            .items
-            .into_iter()
-            .map(UserView::from)
-            .collect::<Vec<_>>(),
+        items: futures_util::future::try_join_all(
+            page.items
+                .into_iter()
+                .map(|u| UserView::load(&state, &auth.tenant.slug, u)),
+        )
+        .await?,
         next_cursor: page.next_cursor,
     }))
 }
@@ -121,7 +158,7 @@ pub async fn create_user(
     )
     .await
     .map_err(|e| e.with_realm(&auth.tenant.slug))?;
-    Ok(HttpResponse::Created().json(UserView::from(user)))
+    Ok(HttpResponse::Created().json(UserView::fresh(user)))
 }
 
 /// Reads a user (`users:read`).
@@ -146,7 +183,7 @@ pub async fn get_user(
 ) -> AppResult<HttpResponse> {
     let (_, id) = path.into_inner();
     let user = users::get(&state, &auth.tenant.slug, &id).await?;
-    Ok(HttpResponse::Ok().json(UserView::from(user)))
+    Ok(HttpResponse::Ok().json(UserView::load(&state, &auth.tenant.slug, user).await?))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -160,6 +197,8 @@ pub struct PatchUser {
     email: Option<String>,
     #[schema(value_type = Option<String>, format = Password, min_length = 12, max_length = 128)]
     password: Option<Secret>,
+    #[schema(schema_with = unlock_only, nullable = false)]
+    locked: Option<bool>,
 }
 
 /// Changes a user's status, e-mail or password (`users:write`); disabling or a new password ends their sessions.
@@ -190,15 +229,22 @@ pub async fn patch_user(
 ) -> AppResult<HttpResponse> {
     let (_, id) = path.into_inner();
     let body = body.into_inner()?;
+    if body.locked == Some(true) {
+        return Err(AppError::validation(
+            "locked",
+            "only false is accepted; set status to disabled to stop a user signing in",
+        ));
+    }
     let patch = users::UserPatch {
         status: body.status,
         email: body.email,
         password: body.password,
+        unlock: body.locked == Some(false),
     };
     let user = users::update(&state, &auth.tenant, &id, patch, &auth.origin(&req))
         .await
         .map_err(|e| e.with_realm(&auth.tenant.slug))?;
-    Ok(HttpResponse::Ok().json(UserView::from(user)))
+    Ok(HttpResponse::Ok().json(UserView::load(&state, &auth.tenant.slug, user).await?))
 }
 
 /// Deletes a user and ends their sessions (`users:write`).

@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{
-    AccessState, EndReason, RefreshEntry, RefreshRecord, RefreshState, RotateOutcome, Rotation,
-    SessionRecord, SessionStore,
+    AccessState, EndReason, LockoutPolicy, LoginLock, RefreshEntry, RefreshRecord, RefreshState,
+    RotateOutcome, Rotation, SessionRecord, SessionStore,
 };
 use crate::store::StoreError;
 
@@ -48,6 +48,8 @@ struct Inner {
     families: HashMap<String, Expiring<Family>>,
     denied: HashMap<String, Expiring<()>>,
     flags: HashMap<String, ()>,
+    /// Failed sign-ins: (state, window start).
+    locks: HashMap<String, Expiring<(LoginLock, i64)>>,
     writes: u64,
 }
 
@@ -82,6 +84,7 @@ impl Inner {
         self.refresh.retain(|_, e| e.live(now));
         self.families.retain(|_, e| e.live(now));
         self.denied.retain(|_, e| e.live(now));
+        self.locks.retain(|_, e| e.live(now));
         let sessions = &self.sessions;
         for set in self.user_sessions.values_mut() {
             set.retain(|k| sessions.contains_key(k));
@@ -424,6 +427,46 @@ impl SessionStore for MemoryStore {
         inner.families.retain(|k, _| !k.starts_with(&prefix));
         inner.denied.retain(|k, _| !k.starts_with(&prefix));
         inner.flags.retain(|k, _| !k.starts_with(&prefix));
+        Ok(())
+    }
+
+    async fn login_lock(&self, tenant: &str, user_id: &str) -> Result<LoginLock, StoreError> {
+        let inner = self.inner.lock();
+        Ok(Inner::get_live(&inner.locks, &key(tenant, "lock", user_id))
+            .map(|(lock, _)| *lock)
+            .unwrap_or_default())
+    }
+
+    async fn login_failed(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        policy: &LockoutPolicy,
+        now: i64,
+    ) -> Result<LoginLock, StoreError> {
+        let mut inner = self.inner.lock();
+        let k = key(tenant, "lock", user_id);
+        let (lock, window_start) = Inner::get_live(&inner.locks, &k)
+            .copied()
+            .unwrap_or((LoginLock::default(), now));
+        let (lock, window_start) = policy.after_failure(lock, window_start, now);
+        let keep = (lock.locked_until.max(now) - now + policy.memory_seconds).max(1) as u64;
+        inner.locks.insert(
+            k,
+            Expiring {
+                value: (lock, window_start),
+                until: after(keep),
+            },
+        );
+        inner.after_write();
+        Ok(lock)
+    }
+
+    async fn clear_login_failures(&self, tenant: &str, user_id: &str) -> Result<(), StoreError> {
+        self.inner
+            .lock()
+            .locks
+            .remove(&key(tenant, "lock", user_id));
         Ok(())
     }
 

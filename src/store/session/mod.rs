@@ -116,6 +116,84 @@ pub struct Rotation<'a> {
     pub now: i64,
 }
 
+/// Failed sign-ins of one account, and its lock (SPEC §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LoginLock {
+    /// Failures counted in the current window.
+    pub failures: u32,
+    /// Unix seconds until which sign-in is refused; 0 when never locked.
+    pub locked_until: i64,
+    /// Locks so far; each one doubles the next.
+    pub level: u32,
+}
+
+impl LoginLock {
+    pub fn is_locked(&self, now: i64) -> bool {
+        self.locked_until > now
+    }
+}
+
+/// When failures lock an account, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    /// Failures within `window_seconds` that lock the account.
+    pub threshold: u32,
+    pub window_seconds: i64,
+    /// The first lock; each further lock doubles it, up to `max_lock_seconds`.
+    pub base_lock_seconds: i64,
+    pub max_lock_seconds: i64,
+    /// How long the lock level is remembered after the last failure.
+    pub memory_seconds: i64,
+}
+
+impl LockoutPolicy {
+    /// SPEC §7: `threshold` failures in 15 minutes lock for 1 minute,
+    /// doubling on each further lock up to 1 hour.
+    pub fn with_threshold(threshold: u32) -> Self {
+        Self {
+            threshold: threshold.max(1),
+            window_seconds: 15 * 60,
+            base_lock_seconds: 60,
+            max_lock_seconds: 3600,
+            memory_seconds: 24 * 3600,
+        }
+    }
+
+    /// Length of the lock number `level` (0-based).
+    pub fn lock_seconds(&self, level: u32) -> i64 {
+        let doubled = self
+            .base_lock_seconds
+            .saturating_mul(1i64.checked_shl(level.min(62)).unwrap_or(i64::MAX));
+        doubled.min(self.max_lock_seconds)
+    }
+
+    /// The state after one more failure at `now` (shared by both stores; the
+    /// Redis store runs the same steps in Lua).
+    pub fn after_failure(
+        &self,
+        mut lock: LoginLock,
+        window_start: i64,
+        now: i64,
+    ) -> (LoginLock, i64) {
+        if lock.is_locked(now) {
+            // Attempts during a lock are refused without counting.
+            return (lock, window_start);
+        }
+        let mut window_start = window_start;
+        if lock.failures == 0 || now - window_start >= self.window_seconds {
+            lock.failures = 0;
+            window_start = now;
+        }
+        lock.failures += 1;
+        if lock.failures >= self.threshold {
+            lock.locked_until = now + self.lock_seconds(lock.level);
+            lock.level += 1;
+            lock.failures = 0;
+        }
+        (lock, window_start)
+    }
+}
+
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// Records a new active session. `ttl` bounds how long it can live.
@@ -218,6 +296,23 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Removes every key of a deleted tenant.
     async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError>;
+
+    /// The failed-login state of an account.
+    async fn login_lock(&self, tenant: &str, user_id: &str) -> Result<LoginLock, StoreError>;
+
+    /// Counts one failed sign-in atomically (every instance shares the
+    /// count) and answers the new state; it is locked when the failure
+    /// reached the threshold.
+    async fn login_failed(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        policy: &LockoutPolicy,
+        now: i64,
+    ) -> Result<LoginLock, StoreError>;
+
+    /// Forgets failures and lock (successful sign-in, admin unlock).
+    async fn clear_login_failures(&self, tenant: &str, user_id: &str) -> Result<(), StoreError>;
 
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;

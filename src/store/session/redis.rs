@@ -10,8 +10,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
 use super::{
-    AccessState, EndReason, RefreshEntry, RefreshRecord, RefreshState, RotateOutcome, Rotation,
-    SessionRecord, SessionStore,
+    AccessState, EndReason, LockoutPolicy, LoginLock, RefreshEntry, RefreshRecord, RefreshState,
+    RotateOutcome, Rotation, SessionRecord, SessionStore,
 };
 use crate::store::StoreError;
 
@@ -77,6 +77,44 @@ if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'last_use
 return 1
 ";
 
+/// One failed sign-in: the steps of `LockoutPolicy::after_failure`, atomically.
+/// KEYS[1] lock hash; ARGV: now, threshold, window, base, max, memory.
+/// Returns {failures, locked_until, level}.
+const LOGIN_FAILED: &str = r"
+local now = tonumber(ARGV[1])
+local threshold = tonumber(ARGV[2])
+local window = tonumber(ARGV[3])
+local base = tonumber(ARGV[4])
+local max = tonumber(ARGV[5])
+local memory = tonumber(ARGV[6])
+local h = redis.call('HMGET', KEYS[1], 'failures', 'window_start', 'locked_until', 'level')
+local failures = tonumber(h[1]) or 0
+local window_start = tonumber(h[2]) or now
+local locked_until = tonumber(h[3]) or 0
+local level = tonumber(h[4]) or 0
+if locked_until > now then
+  return {failures, locked_until, level}
+end
+if failures == 0 or now - window_start >= window then
+  failures = 0
+  window_start = now
+end
+failures = failures + 1
+if failures >= threshold then
+  local seconds = base * (2 ^ math.min(level, 62))
+  if seconds > max then seconds = max end
+  locked_until = now + seconds
+  level = level + 1
+  failures = 0
+end
+redis.call('HSET', KEYS[1], 'failures', failures, 'window_start', window_start,
+  'locked_until', locked_until, 'level', level)
+local keep = memory
+if locked_until > now then keep = keep + (locked_until - now) end
+redis.call('EXPIRE', KEYS[1], keep)
+return {failures, locked_until, level}
+";
+
 /// Sessions and tokens in Redis, shared by every instance.
 pub struct RedisStore {
     conn: ConnectionManager,
@@ -87,6 +125,7 @@ pub struct RedisStore {
     end_sessions: Script,
     list_sessions: Script,
     touch: Script,
+    login_failed: Script,
 }
 
 fn unavailable(e: impl Into<anyhow::Error>) -> StoreError {
@@ -117,6 +156,7 @@ impl RedisStore {
             end_sessions: Script::new(END_SESSIONS),
             list_sessions: Script::new(LIST_SESSIONS),
             touch: Script::new(TOUCH),
+            login_failed: Script::new(LOGIN_FAILED),
         })
     }
 
@@ -588,6 +628,60 @@ impl SessionStore for RedisStore {
             }
             cursor = next;
         }
+    }
+
+    async fn login_lock(&self, tenant: &str, user_id: &str) -> Result<LoginLock, StoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.key(tenant, "lock", user_id);
+        let (failures, locked_until, level): (Option<u32>, Option<i64>, Option<u32>) = self
+            .call(
+                "login_lock",
+                redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg("failures")
+                    .arg("locked_until")
+                    .arg("level")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(LoginLock {
+            failures: failures.unwrap_or(0),
+            locked_until: locked_until.unwrap_or(0),
+            level: level.unwrap_or(0),
+        })
+    }
+
+    async fn login_failed(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        policy: &LockoutPolicy,
+        now: i64,
+    ) -> Result<LoginLock, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut inv = self.login_failed.prepare_invoke();
+        inv.key(self.key(tenant, "lock", user_id))
+            .arg(now)
+            .arg(policy.threshold)
+            .arg(policy.window_seconds)
+            .arg(policy.base_lock_seconds)
+            .arg(policy.max_lock_seconds)
+            .arg(policy.memory_seconds.max(1));
+        let (failures, locked_until, level): (u32, i64, u32) = self
+            .call("login_failed", inv.invoke_async(&mut conn))
+            .await?;
+        Ok(LoginLock {
+            failures,
+            locked_until,
+            level,
+        })
+    }
+
+    async fn clear_login_failures(&self, tenant: &str, user_id: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.key(tenant, "lock", user_id);
+        self.call("clear_login_failures", conn.del::<_, ()>(&key))
+            .await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
