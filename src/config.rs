@@ -59,6 +59,8 @@ pub struct Config {
     pub database_url: String,
     /// Connections kept in the database pool.
     pub database_pool_size: u32,
+    /// Time a request may wait for a database connection before it answers 503.
+    pub database_timeout_ms: u64,
     /// `redis://...`; unset means the in-process session store.
     pub redis_url: Option<String>,
     /// Prefix of every Redis key.
@@ -106,6 +108,7 @@ impl Default for Config {
             public_url: None,
             database_url: "sqlite://./data/latchkey.db".to_owned(),
             database_pool_size: 10,
+            database_timeout_ms: 2000,
             redis_url: None,
             redis_key_prefix: "latchkey".to_owned(),
             store_timeout_ms: 1000,
@@ -153,6 +156,7 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("LATCHKEY_PUBLIC_URL", false),
     ("LATCHKEY_DATABASE_URL", true),
     ("LATCHKEY_DATABASE_POOL_SIZE", false),
+    ("LATCHKEY_DATABASE_TIMEOUT_MS", false),
     ("LATCHKEY_REDIS_URL", true),
     ("LATCHKEY_REDIS_KEY_PREFIX", false),
     ("LATCHKEY_STORE_TIMEOUT_MS", false),
@@ -241,6 +245,7 @@ impl Config {
             "LATCHKEY_DATABASE_POOL_SIZE" => self.database_pool_size = parse_num(variable, raw)?,
             "LATCHKEY_REDIS_URL" => self.redis_url = opt(raw),
             "LATCHKEY_REDIS_KEY_PREFIX" => self.redis_key_prefix = raw.trim().to_owned(),
+            "LATCHKEY_DATABASE_TIMEOUT_MS" => self.database_timeout_ms = parse_num(variable, raw)?,
             "LATCHKEY_STORE_TIMEOUT_MS" => self.store_timeout_ms = parse_num(variable, raw)?,
             "LATCHKEY_BOOTSTRAP_ADMIN_EMAIL" => self.bootstrap_admin_email = opt(raw),
             "LATCHKEY_BOOTSTRAP_ADMIN_PASSWORD" => {
@@ -328,6 +333,9 @@ impl Config {
         }
         if self.database_pool_size == 0 {
             return Err(bad("LATCHKEY_DATABASE_POOL_SIZE", "must be at least 1"));
+        }
+        if self.database_timeout_ms == 0 {
+            return Err(bad("LATCHKEY_DATABASE_TIMEOUT_MS", "must be at least 1"));
         }
         if self.store_timeout_ms == 0 {
             return Err(bad("LATCHKEY_STORE_TIMEOUT_MS", "must be at least 1"));

@@ -52,8 +52,12 @@ pub async fn build_state(config: Config, public_url: String) -> anyhow::Result<A
         .map_err(|e| anyhow::anyhow!("LATCHKEY_DATABASE_URL: {e}"))?;
     // Checked before connecting: a missing key is a configuration error, not an outage.
     let master = master_key(&config, backend)?;
-    let db = Db::connect(&config.database_url, config.database_pool_size)
-        .context("LATCHKEY_DATABASE_URL: cannot connect")?;
+    let db = Db::connect(
+        &config.database_url,
+        config.database_pool_size,
+        Duration::from_millis(config.database_timeout_ms),
+    )
+    .context("LATCHKEY_DATABASE_URL: cannot connect")?;
     let applied = db.migrate().context("database migration failed")?;
     if applied > 0 {
         tracing::info!(applied, "database migrations applied");

@@ -6,6 +6,7 @@ mod authz;
 mod cli;
 mod compose;
 mod errors;
+mod faults;
 mod flow;
 mod governance;
 mod helpers;

@@ -104,7 +104,9 @@ pub struct Db {
 
 impl Db {
     /// Connects (creating the SQLite file and its folder when needed).
-    pub fn connect(url: &str, pool_size: u32) -> Result<Self, StoreError> {
+    /// A request that waits longer than `timeout` for a connection fails
+    /// with `Unavailable` (503), so an outage answers fast.
+    pub fn connect(url: &str, pool_size: u32, timeout: Duration) -> Result<Self, StoreError> {
         let backend = Backend::from_url(url).map_err(|e| StoreError::other(anyhow::anyhow!(e)))?;
         if backend == Backend::Sqlite {
             let path = std::path::Path::new(url.trim_start_matches("sqlite://"));
@@ -121,7 +123,7 @@ impl Db {
         let pool = Pool::builder()
             .max_size(pool_size)
             .min_idle(Some(1))
-            .connection_timeout(Duration::from_secs(5))
+            .connection_timeout(timeout)
             .test_on_check_out(true)
             .build(manager)
             .map_err(|e| StoreError::Unavailable("database", e.into()))?;
