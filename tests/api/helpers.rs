@@ -3,7 +3,9 @@
 //! `LATCHKEY_TEST_DATABASE_URL` is set) and its own Redis key prefix (when
 //! `LATCHKEY_TEST_REDIS_URL` is set; otherwise the in-process store).
 
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use diesel::Connection;
 use diesel::connection::SimpleConnection;
@@ -310,4 +312,93 @@ pub fn str_of<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key]
         .as_str()
         .unwrap_or_else(|| panic!("{key} missing in {v}"))
+}
+
+/// A `latchkey serve` child process, killed when dropped.
+pub struct Instance {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub async fn start(env: &[(String, String)]) -> Instance {
+    let port = free_port();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_latchkey"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LATCHKEY_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("LATCHKEY_BIND", format!("127.0.0.1:{port}"))
+        .env("LATCHKEY_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let child = cmd.spawn().expect("latchkey starts");
+    let instance = Instance {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(res) = http.get(format!("{}/readyz", instance.base)).send().await
+            && res.status() == StatusCode::OK
+        {
+            return instance;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("latchkey on port {port} did not become ready");
+}
+
+/// The environment of a `latchkey` process using a test's stores.
+pub fn process_env(config: &Config, dir: &std::path::Path) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        ("LATCHKEY_DATABASE_URL".into(), config.database_url.clone()),
+        (
+            "LATCHKEY_MASTER_KEY".into(),
+            config
+                .master_key
+                .as_ref()
+                .map(|k| k.expose().to_owned())
+                .unwrap_or_default(),
+        ),
+        ("LATCHKEY_DATA_DIR".into(), dir.display().to_string()),
+        ("LATCHKEY_BOOTSTRAP_ADMIN_EMAIL".into(), ADMIN_EMAIL.into()),
+        (
+            "LATCHKEY_BOOTSTRAP_ADMIN_PASSWORD".into(),
+            ADMIN_PASSWORD.into(),
+        ),
+        ("LATCHKEY_ARGON2_MEMORY_KIB".into(), "4096".into()),
+        ("LATCHKEY_ARGON2_ITERATIONS".into(), "1".into()),
+        (
+            "LATCHKEY_RATE_LIMIT_AUTH_PER_SECOND".into(),
+            "100000".into(),
+        ),
+        ("LATCHKEY_RATE_LIMIT_AUTH_BURST".into(), "100000".into()),
+        ("LATCHKEY_RATE_LIMIT_API_PER_SECOND".into(), "100000".into()),
+        ("LATCHKEY_RATE_LIMIT_API_BURST".into(), "100000".into()),
+    ];
+    if let Some(redis) = &config.redis_url {
+        env.push(("LATCHKEY_REDIS_URL".into(), redis.clone()));
+        env.push((
+            "LATCHKEY_REDIS_KEY_PREFIX".into(),
+            config.redis_key_prefix.clone(),
+        ));
+    }
+    env
 }

@@ -2,67 +2,15 @@
 //! change through one is enforced by the other within a second, and a
 //! session revoked through one is refused by the other at once.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ADMIN_EMAIL, ADMIN_PASSWORD, USER_PASSWORD, assert_unauthorized, json, slug, str_of,
-    test_config,
+    ADMIN_EMAIL, ADMIN_PASSWORD, USER_PASSWORD, assert_unauthorized, json, process_env, slug,
+    start, str_of, test_config,
 };
-
-/// A `latchkey serve` child process, killed when dropped.
-struct Instance {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-async fn start(env: &[(String, String)]) -> Instance {
-    let port = free_port();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_latchkey"));
-    for (key, _) in std::env::vars() {
-        if key.starts_with("LATCHKEY_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("LATCHKEY_BIND", format!("127.0.0.1:{port}"))
-        .env("LATCHKEY_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let child = cmd.spawn().expect("latchkey starts");
-    let instance = Instance {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(res) = http.get(format!("{}/readyz", instance.base)).send().await
-            && res.status() == StatusCode::OK
-        {
-            return instance;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("latchkey on port {port} did not become ready");
-}
 
 async fn token(http: &reqwest::Client, base: &str, t: &str, form: &[(&str, &str)]) -> Value {
     let res = http
@@ -94,36 +42,13 @@ async fn call(
 async fn two_processes_sharing_postgres_and_redis_agree_within_a_second() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = test_config(dir.path());
-    let Some(redis) = config.redis_url.clone() else {
+    if config.redis_url.is_none() {
         eprintln!(
             "several instances need a shared store: run with LATCHKEY_TEST_REDIS_URL (the PostgreSQL + Redis pass does)"
         );
         return;
     };
-    let env: Vec<(String, String)> = vec![
-        ("LATCHKEY_DATABASE_URL".into(), config.database_url.clone()),
-        ("LATCHKEY_REDIS_URL".into(), redis),
-        (
-            "LATCHKEY_REDIS_KEY_PREFIX".into(),
-            config.redis_key_prefix.clone(),
-        ),
-        (
-            "LATCHKEY_MASTER_KEY".into(),
-            config
-                .master_key
-                .as_ref()
-                .map(|k| k.expose().to_owned())
-                .unwrap_or_default(),
-        ),
-        ("LATCHKEY_DATA_DIR".into(), dir.path().display().to_string()),
-        ("LATCHKEY_BOOTSTRAP_ADMIN_EMAIL".into(), ADMIN_EMAIL.into()),
-        (
-            "LATCHKEY_BOOTSTRAP_ADMIN_PASSWORD".into(),
-            ADMIN_PASSWORD.into(),
-        ),
-        ("LATCHKEY_ARGON2_MEMORY_KIB".into(), "4096".into()),
-        ("LATCHKEY_ARGON2_ITERATIONS".into(), "1".into()),
-    ];
+    let env = process_env(&config, dir.path());
     let (one, two) = tokio::join!(start(&env), start(&env));
     let http = reqwest::Client::new();
 

@@ -5,6 +5,7 @@ mod attacks;
 mod authz;
 mod cli;
 mod compose;
+mod crash;
 mod errors;
 mod faults;
 mod flow;
