@@ -389,6 +389,13 @@ impl Config {
             }
         }
         self.proxies()?;
+        if self.shutdown_timeout_seconds == 0 {
+            // actix reads 0 as "wait forever": a shutdown must be bounded.
+            return Err(bad(
+                "LATCHKEY_SHUTDOWN_TIMEOUT_SECONDS",
+                "must be at least 1",
+            ));
+        }
         if self.workers == Some(0) {
             return Err(bad("LATCHKEY_WORKERS", "must be at least 1"));
         }

@@ -195,8 +195,13 @@ impl Application {
         self.state.clone()
     }
 
-    /// Serves until the process is told to stop (SIGTERM/SIGINT drain in-flight requests).
+    /// Serves until the process is told to stop. SIGTERM/SIGINT close the
+    /// listener at once, let in-flight requests finish (at most
+    /// `LATCHKEY_SHUTDOWN_TIMEOUT_SECONDS`), then release the pools.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let result = self.server.await;
+        tracing::info!("latchkey stopped: in-flight requests finished");
+        drop(self.state);
+        result
     }
 }

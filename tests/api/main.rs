@@ -20,4 +20,5 @@ mod metrics;
 mod openapi;
 mod refresh;
 mod revocation;
+mod shutdown;
 mod store;
