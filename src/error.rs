@@ -200,6 +200,8 @@ pub struct AppError {
     scope: Option<String>,
     retry_after: Option<u32>,
     allow: Option<String>,
+    /// A status other than the code's own (431 for oversized headers).
+    status: Option<StatusCode>,
     cause: Option<anyhow::Error>,
 }
 
@@ -227,6 +229,7 @@ impl AppError {
             scope: None,
             retry_after: None,
             allow: None,
+            status: None,
             cause: None,
         }
     }
@@ -317,6 +320,13 @@ impl AppError {
         self
     }
 
+    /// Request headers over the limit: 431 with the `payload_too_large` code.
+    pub fn headers_too_large(detail: impl Into<String>) -> Self {
+        let mut e = Self::new(ErrorCode::PayloadTooLarge, detail);
+        e.status = Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        e
+    }
+
     pub fn with_retry_after(mut self, seconds: u32) -> Self {
         self.retry_after = Some(seconds);
         self
@@ -393,7 +403,7 @@ pub struct OAuthError {
 
 impl ResponseError for AppError {
     fn status_code(&self) -> StatusCode {
-        self.code.status()
+        self.status.unwrap_or_else(|| self.code.status())
     }
 
     fn error_response(&self) -> HttpResponse {

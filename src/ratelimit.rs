@@ -155,6 +155,19 @@ pub fn group_of(path: &str) -> Option<Group> {
     }
 }
 
+/// Whether a path is one of the endpoints that answer RFC 6749 errors
+/// (token, revoke, introspect) rather than problem+json.
+pub fn is_oauth_endpoint(path: &str) -> bool {
+    path.strip_prefix("/tenants/")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(_, tail)| {
+            matches!(
+                tail.trim_end_matches('/'),
+                "oauth/token" | "oauth/revoke" | "oauth/introspect"
+            )
+        })
+}
+
 /// The rate-limiting key: the client's address (IPv6 by its /64, which one
 /// host can fill at will), or `Exempt` for requests of another group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -209,10 +222,7 @@ impl KeyExtractor for ClientIp {
         let route = crate::telemetry::current_request().route;
         let oauth = route
             .split_once(' ')
-            .map(|(_, path)| path)
-            .and_then(|path| path.strip_prefix("/tenants/"))
-            .and_then(|rest| rest.split_once('/'))
-            .is_some_and(|(_, tail)| tail.starts_with("oauth/"));
+            .is_some_and(|(_, path)| is_oauth_endpoint(path));
         let error = AppError::new(
             ErrorCode::RateLimited,
             format!("Too many requests from this address; retry in {seconds} s."),
@@ -343,5 +353,7 @@ mod tests {
         assert_eq!(group_of("/admin/tenants"), Some(Group::Api));
         assert_eq!(group_of("/healthz"), None);
         assert_eq!(group_of("/metrics"), None);
+        assert!(super::is_oauth_endpoint("/tenants/acme/oauth/revoke"));
+        assert!(!super::is_oauth_endpoint("/tenants/acme/oauth/userinfo"));
     }
 }

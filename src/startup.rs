@@ -171,6 +171,7 @@ impl Application {
                 .default_service(web::to(api::fallback))
                 .wrap(ratelimit::middleware(&auth_limiter))
                 .wrap(ratelimit::middleware(&api_limiter))
+                .wrap(from_fn(telemetry::header_limits))
                 .wrap(from_fn(telemetry::security_headers))
                 .wrap(from_fn(crate::metrics::track))
                 .wrap(from_fn(telemetry::request_context))

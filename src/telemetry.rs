@@ -76,6 +76,50 @@ pub async fn request_context(
     Ok(res)
 }
 
+/// Largest single request header value (twice the longest token latchkey
+/// reads, so an oversized token is still answered 401 by the verifier), and
+/// all header lines together.
+pub const MAX_HEADER_VALUE: usize = 16 * 1024;
+pub const MAX_HEADERS_TOTAL: usize = 32 * 1024;
+
+/// Middleware: refuses oversized request headers with 431 before any
+/// handler parses them.
+pub async fn header_limits(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::EitherBody<impl MessageBody>>, actix_web::Error> {
+    let mut total = 0usize;
+    let mut oversized = None;
+    for (name, value) in req.headers() {
+        let len = value.len();
+        total += name.as_str().len() + len + 4;
+        if len > MAX_HEADER_VALUE && oversized.is_none() {
+            oversized = Some(name.as_str().to_owned());
+        }
+    }
+    let problem = match oversized {
+        Some(name) => Some(format!(
+            "The {name} header is longer than {MAX_HEADER_VALUE} bytes."
+        )),
+        None if total > MAX_HEADERS_TOTAL => Some(format!(
+            "The request headers are longer than {MAX_HEADERS_TOTAL} bytes in all."
+        )),
+        None => None,
+    };
+    let Some(detail) = problem else {
+        return Ok(next.call(req).await?.map_into_left_body());
+    };
+    let oauth = crate::ratelimit::is_oauth_endpoint(req.path());
+    let error = crate::error::AppError::headers_too_large(detail);
+    let error = if oauth {
+        error.in_flavor(crate::error::Flavor::OAuth)
+    } else {
+        error
+    };
+    let response = actix_web::ResponseError::error_response(&error);
+    Ok(req.into_response(response).map_into_right_body())
+}
+
 /// Middleware: headers every response carries; admin answers are never cached.
 pub async fn security_headers(
     req: ServiceRequest,

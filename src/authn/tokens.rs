@@ -208,6 +208,13 @@ pub async fn verify(
     if data.claims.tid != tenant {
         return Err(TokenError::OtherTenant);
     }
+    let audience_named = match &data.claims.aud {
+        Audience::One(a) => !a.is_empty(),
+        Audience::Many(list) => !list.is_empty() && list.iter().all(|a| !a.is_empty()),
+    };
+    if !audience_named {
+        return Err(TokenError::Invalid("The token names no audience"));
+    }
     Ok(data.claims)
 }
 
