@@ -120,6 +120,19 @@ pub async fn header_limits(
     Ok(req.into_response(response).map_into_right_body())
 }
 
+/// The API reference page loads its script, styles and images from
+/// latchkey itself and fetches only `/openapi.json`; nothing from elsewhere,
+/// never framed. The one inline style Swagger UI injects is allowed by its
+/// hash (`.ci/docs-browser` renders the page in Chromium and fails on any
+/// violation, so a Swagger UI upgrade that changes it is caught).
+pub const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; \
+    style-src 'self' 'sha256-RL3ie0nH+Lzz2YNqQN83mnU0J1ot4QL7b99vMdIX99w='; \
+    img-src 'self' data:; font-src 'self'; connect-src 'self'; base-uri 'none'; \
+    form-action 'none'; frame-ancestors 'none'";
+
+/// Every other answer is data, never a document to render or frame.
+pub const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
+
 /// Middleware: headers every response carries; admin answers are never cached.
 pub async fn security_headers(
     req: ServiceRequest,
@@ -127,6 +140,7 @@ pub async fn security_headers(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     use actix_web::http::header;
     let admin = req.path().starts_with("/admin");
+    let docs = req.path() == "/docs" || req.path().starts_with("/docs/");
     let mut res = next.call(req).await?;
     let headers = res.headers_mut();
     headers.insert(
@@ -137,6 +151,11 @@ pub async fn security_headers(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(if docs { DOCS_CSP } else { API_CSP }),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if admin {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }

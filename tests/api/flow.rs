@@ -304,7 +304,41 @@ async fn every_response_carries_the_security_headers_and_admin_answers_are_not_c
     ] {
         assert_eq!(header(&res, "x-content-type-options"), "nosniff");
         assert_eq!(header(&res, "referrer-policy"), "no-referrer");
+        assert_eq!(
+            header(&res, "content-security-policy"),
+            "default-src 'none'; frame-ancestors 'none'"
+        );
+        assert_eq!(header(&res, "x-frame-options"), "DENY");
     }
+    // The API reference page: its own assets only, nothing inline.
+    for path in ["/docs/", "/docs/swagger-ui-bundle.js"] {
+        let res = app.http.get(app.url(path)).send().await.expect("docs");
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        let csp = header(&res, "content-security-policy");
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(directive), "{path}: {csp}");
+        }
+        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+    }
+    let page = app
+        .http
+        .get(app.url("/docs/"))
+        .send()
+        .await
+        .expect("docs")
+        .text()
+        .await
+        .expect("html");
+    assert!(
+        !page.contains("<script>") && !page.contains("<style") && !page.contains(" style="),
+        "inline script or style would be blocked by the CSP"
+    );
     let res = app.get("/admin/tenants", &admin).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(header(&res, "cache-control"), "no-store");
