@@ -99,6 +99,8 @@ pub struct Config {
     pub rate_limit_api_burst: u32,
     /// Comma-separated addresses or networks whose `X-Forwarded-For` is believed.
     pub trusted_proxies: String,
+    /// Largest request body (JSON or form) accepted; larger answers 413.
+    pub max_body_bytes: usize,
 }
 
 impl Default for Config {
@@ -131,6 +133,7 @@ impl Default for Config {
             rate_limit_api_per_second: 200,
             rate_limit_api_burst: 400,
             trusted_proxies: String::new(),
+            max_body_bytes: 64 * 1024,
         }
     }
 }
@@ -179,6 +182,7 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("LATCHKEY_RATE_LIMIT_API_PER_SECOND", false),
     ("LATCHKEY_RATE_LIMIT_API_BURST", false),
     ("LATCHKEY_TRUSTED_PROXIES", false),
+    ("LATCHKEY_MAX_BODY_BYTES", false),
 ];
 
 fn parse_num<T: std::str::FromStr>(variable: &str, raw: &str) -> Result<T, ConfigError>
@@ -293,6 +297,7 @@ impl Config {
                 self.rate_limit_api_burst = parse_num(variable, raw)?
             }
             "LATCHKEY_TRUSTED_PROXIES" => self.trusted_proxies = raw.trim().to_owned(),
+            "LATCHKEY_MAX_BODY_BYTES" => self.max_body_bytes = parse_num(variable, raw)?,
             _ => {}
         }
         Ok(())
@@ -389,6 +394,9 @@ impl Config {
             }
         }
         self.proxies()?;
+        if !(1024..=16 * 1024 * 1024).contains(&self.max_body_bytes) {
+            return Err(bad("LATCHKEY_MAX_BODY_BYTES", "must be 1024 to 16777216"));
+        }
         if self.shutdown_timeout_seconds == 0 {
             // actix reads 0 as "wait forever": a shutdown must be bounded.
             return Err(bad(

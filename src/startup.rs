@@ -150,6 +150,7 @@ impl Application {
             anyhow::bail!("LATCHKEY_RATE_LIMIT_*: limits must be at least 1");
         };
         ratelimit::spawn_cleanup(vec![auth_limiter.clone(), api_limiter.clone()]);
+        let max_body = state.config.max_body_bytes;
         let workers = state.config.workers.unwrap_or_else(|| {
             std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -162,7 +163,7 @@ impl Application {
                 .split_for_parts();
             app.app_data(data.clone())
                 .app_data(routes.clone())
-                .app_data(api::payload_config())
+                .app_data(api::payload_config(max_body))
                 .app_data(api::path_config())
                 .service(
                     utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")

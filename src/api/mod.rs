@@ -22,12 +22,15 @@ use utoipa_actix_web::service_config::ServiceConfig;
 
 use crate::error::{AppError, AppResult, ErrorCode};
 
-/// Largest accepted request body.
-pub const BODY_LIMIT: usize = 64 * 1024;
+/// Caps every request body at `LATCHKEY_MAX_BODY_BYTES`.
+pub fn payload_config(limit: usize) -> web::PayloadConfig {
+    web::PayloadConfig::new(limit)
+}
 
-/// Caps every request body.
-pub fn payload_config() -> web::PayloadConfig {
-    web::PayloadConfig::new(BODY_LIMIT)
+/// The body cap in force for a request.
+pub fn body_limit(req: &HttpRequest) -> usize {
+    req.app_data::<web::Data<crate::state::AppState>>()
+        .map_or(64 * 1024, |s| s.config.max_body_bytes)
 }
 
 /// A JSON body whose problems are reported only when the handler asks for
@@ -56,6 +59,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
             .map(|m| m.trim().to_ascii_lowercase())
             .is_some_and(|m| m == "application/json" || m.ends_with("+json"));
         let bytes = web::Bytes::from_request(req, payload);
+        let limit = body_limit(req);
         Box::pin(async move {
             let parsed = match bytes.await {
                 _ if !is_json => Err(AppError::new(
@@ -68,7 +72,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Json<T> {
                 Err(e) if matches!(e.as_error::<PayloadError>(), Some(PayloadError::Overflow)) => {
                     Err(AppError::new(
                         ErrorCode::PayloadTooLarge,
-                        format!("The body is larger than {BODY_LIMIT} bytes"),
+                        format!("The body is larger than {limit} bytes"),
                     ))
                 }
                 Err(e) => Err(AppError::validation("body", e)),

@@ -16,7 +16,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use futures_util::StreamExt;
 
-use super::BODY_LIMIT;
+use super::body_limit;
 use super::extract::{app_state, load_tenant, origin, realm};
 use crate::config::Secret;
 use crate::error::{AppError, AppResult, ErrorCode, Flavor};
@@ -92,7 +92,7 @@ const KNOWN_PARAMETERS: &[&str] = &[
     "token_type_hint",
 ];
 
-/// Reads a form-encoded body (at most [`BODY_LIMIT`] bytes); a parameter
+/// Reads a form-encoded body (at most `LATCHKEY_MAX_BODY_BYTES`); a parameter
 /// given twice is refused (RFC 6749 §3.2).
 async fn read_form(
     req: &HttpRequest,
@@ -110,13 +110,14 @@ async fn read_form(
             "The body must be application/x-www-form-urlencoded",
         ));
     }
+    let limit = body_limit(req);
     let mut body = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|_| invalid_request("The body could not be read"))?;
-        if body.len() + chunk.len() > BODY_LIMIT {
+        if body.len() + chunk.len() > limit {
             return Err(AppError::oauth(
                 ErrorCode::PayloadTooLarge,
-                format!("The body is larger than {BODY_LIMIT} bytes"),
+                format!("The body is larger than {limit} bytes"),
             ));
         }
         body.extend_from_slice(&chunk);

@@ -444,3 +444,36 @@ async fn userinfo_needs_a_users_token_with_openid() {
     assert_problem(res, StatusCode::FORBIDDEN, "insufficient_scope").await;
     assert!(www.contains("error=\"insufficient_scope\""), "{www}");
 }
+
+#[tokio::test]
+async fn the_body_cap_is_configurable_for_json_and_form_bodies() {
+    let app = crate::helpers::spawn_app_with(|c| c.max_body_bytes = 2048).await;
+    let admin = app.admin_token().await;
+    let big = json!({"slug": "capped", "name": "x".repeat(3000)});
+    let res = app.post_json("/admin/tenants", &admin, &big).await;
+    crate::helpers::assert_problem(res, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large").await;
+    // Just under the cap is read (padding is JSON whitespace).
+    let res = app
+        .http
+        .post(app.url("/admin/tenants"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body(format!(
+            "{{\"slug\": \"capped\",{}\"name\": \"Capped\"}}",
+            " ".repeat(1900)
+        ))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = app
+        .http
+        .post(app.url("/tenants/system/oauth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("grant_type=password&junk={}", "x".repeat(3000)))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(json(res).await["code"], "payload_too_large");
+}

@@ -324,7 +324,10 @@ async fn every_response_carries_the_security_headers_and_admin_answers_are_not_c
         ] {
             assert!(csp.contains(directive), "{path}: {csp}");
         }
-        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+            "{csp}"
+        );
     }
     let page = app
         .http
