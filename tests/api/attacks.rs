@@ -348,3 +348,52 @@ async fn key_url_headers_are_never_fetched() {
     );
     eprintln!("jku/x5u tokens answered {answers:?}; connections to the named URLs: 0");
 }
+
+#[tokio::test]
+async fn token_kinds_and_tenants_cannot_stand_in_for_each_other() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (t, _, tokens) = app.tenant_with_user(&admin, json!({})).await;
+    let access = str_of(&tokens, "access_token");
+    let refresh = str_of(&tokens, "refresh_token");
+
+    // A refresh token presented as a bearer token.
+    let res = app
+        .get(&format!("/tenants/{t}/oauth/userinfo"), refresh)
+        .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let www = res
+        .headers()
+        .get("www-authenticate")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(www.contains("error=\"invalid_token\""), "{www}");
+    let body: Value = res.json().await.expect("json");
+    eprintln!("attack refresh token as bearer: 401 {}", body["code"]);
+
+    // An access token presented as a refresh token.
+    let res = app
+        .token(
+            &t,
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", "admin-cli"),
+                ("refresh_token", access),
+            ],
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["error"], "invalid_grant");
+    eprintln!("attack access token as refresh token: 400 {}", body["code"]);
+
+    // Another tenant's valid token on this tenant's resource endpoint.
+    let res = app
+        .get(&format!("/tenants/{t}/oauth/userinfo"), &admin)
+        .await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = res.json().await.expect("json");
+    assert_eq!(body["code"], "token_wrong_audience");
+    eprintln!("attack another tenant's valid token: 401 {}", body["code"]);
+}
