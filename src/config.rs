@@ -59,7 +59,8 @@ pub struct Config {
     pub database_url: String,
     /// Connections kept in the database pool.
     pub database_pool_size: u32,
-    /// Time a request may wait for a database connection before it answers 503.
+    /// Time a request may wait for a database connection before it answers
+    /// 503; a PostgreSQL call (wait plus statement) may take twice this.
     pub database_timeout_ms: u64,
     /// `redis://...`; unset means the in-process session store.
     pub redis_url: Option<String>,

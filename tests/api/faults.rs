@@ -29,6 +29,9 @@ pub enum Mode {
     Refuse = 1,
     /// Drops every connection; new ones are accepted and never answered.
     Blackhole = 2,
+    /// Open connections stay open but carry nothing more (a silent network
+    /// partition); new ones are accepted and never answered.
+    Freeze = 3,
 }
 
 /// A TCP proxy in front of a store, switchable at run time.
@@ -59,7 +62,7 @@ impl FaultProxy {
                 let mut cut = tx.subscribe();
                 match m.load(Ordering::SeqCst) {
                     x if x == Mode::Refuse as u8 => drop(client),
-                    x if x == Mode::Blackhole as u8 => {
+                    x if x == Mode::Blackhole as u8 || x == Mode::Freeze as u8 => {
                         // Held open, never answered, until the next switch.
                         tokio::spawn(async move {
                             let _ = cut.changed().await;
@@ -67,13 +70,19 @@ impl FaultProxy {
                         });
                     }
                     _ => {
+                        let m = m.clone();
                         tokio::spawn(async move {
                             let Ok(mut upstream) = TcpStream::connect(target).await else {
                                 return;
                             };
                             tokio::select! {
                                 _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
-                                _ = cut.changed() => {}
+                                _ = cut.changed() => {
+                                    if m.load(Ordering::SeqCst) == Mode::Freeze as u8 {
+                                        // Hold both ends, silent, until the next switch.
+                                        let _ = cut.changed().await;
+                                    }
+                                }
                             }
                         });
                     }
@@ -84,7 +93,7 @@ impl FaultProxy {
         Self { addr, mode, cuts }
     }
 
-    /// Switches mode; every open connection is dropped.
+    /// Switches mode; open connections are dropped (held silent for `Freeze`).
     pub fn set(&self, mode: Mode) {
         self.mode.store(mode as u8, Ordering::SeqCst);
         self.cuts.send_modify(|n| *n += 1);
@@ -132,6 +141,8 @@ struct Observed {
     live: Tally,
     token: Tally,
     readyz: Tally,
+    /// The longest any answer took.
+    slowest: Duration,
 }
 
 /// A user signed in twice; the first session logged out: (tenant, live, revoked).
@@ -176,6 +187,7 @@ fn burst(
             let email = format!("user@{t}.test");
             while !stop.load(Ordering::SeqCst) {
                 let p = usize::from(phase.load(Ordering::SeqCst));
+                let sent = Instant::now();
                 match worker {
                     3 => {
                         let res = http
@@ -207,6 +219,9 @@ fn burst(
                         observed.lock()[p].live.add(status);
                     }
                 }
+                let took = sent.elapsed();
+                let mut o = observed.lock();
+                o[p].slowest = o[p].slowest.max(took);
             }
         }));
     }
@@ -314,8 +329,8 @@ async fn cut_and_restore(
 
 fn report(store: &str, mode: Mode, during: &Observed, recovered: Duration) {
     eprintln!(
-        "fault {store} {mode:?}: revoked token {:?}, live token {:?}, token endpoint {:?}, readyz {:?}; recovered {recovered:?} after the store returned",
-        during.revoked.0, during.live.0, during.token.0, during.readyz.0
+        "fault {store} {mode:?}: revoked token {:?}, live token {:?}, token endpoint {:?}, readyz {:?}; slowest answer {:?}; recovered {recovered:?} after the store returned",
+        during.revoked.0, during.live.0, during.token.0, during.readyz.0, during.slowest
     );
 }
 
@@ -334,10 +349,13 @@ async fn redis_outage_fails_closed_and_recovers_without_restart() {
         c.store_timeout_ms = 300;
     })
     .await;
-    for mode in [Mode::Refuse, Mode::Blackhole] {
+    for mode in [Mode::Refuse, Mode::Blackhole, Mode::Freeze] {
         let ([_, during, _], recovered) =
             cut_and_restore(&app, &proxy, mode, Duration::from_millis(1200)).await;
         report("redis", mode, &during, recovered);
+        // Bounded by the store timeout (300 ms) per call, even when the
+        // network goes silent.
+        assert!(during.slowest < Duration::from_millis(1500), "{during:?}");
         assert_eq!(during.revoked.count(200), 0);
         assert!(during.live.count(503) > 0, "{during:?}");
         assert!(during.token.count(503) > 0, "{during:?}");
@@ -360,10 +378,13 @@ async fn database_outage_fails_closed_and_recovers_without_restart() {
         c.database_timeout_ms = 500;
     })
     .await;
-    for mode in [Mode::Refuse, Mode::Blackhole] {
+    for mode in [Mode::Refuse, Mode::Blackhole, Mode::Freeze] {
         let ([_, during, _], recovered) =
             cut_and_restore(&app, &proxy, mode, Duration::from_millis(1500)).await;
         report("postgres", mode, &during, recovered);
+        // Bounded by the database call timeout (2 x 500 ms), even when the
+        // network goes silent.
+        assert!(during.slowest < Duration::from_millis(2500), "{during:?}");
         assert_eq!(during.revoked.count(200), 0);
         assert!(during.token.count(503) > 0, "{during:?}");
         assert!(during.readyz.count(503) > 0, "{during:?}");

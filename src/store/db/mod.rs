@@ -63,6 +63,24 @@ pub struct Manager {
     backend: Backend,
 }
 
+/// A PostgreSQL URL with libpq's network timeouts set unless the URL sets
+/// them: connecting gives up after `timeout`, and a connection whose sent
+/// data stays unacknowledged for 10 s (a silent partition) is closed.
+fn with_network_timeouts(url: &str, timeout: Duration) -> String {
+    let mut url = url.to_owned();
+    let connect = timeout.as_secs().max(1);
+    for (key, value) in [
+        ("connect_timeout", connect.to_string()),
+        ("tcp_user_timeout", "10000".to_owned()),
+    ] {
+        if !url.contains(&format!("{key}=")) {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            url = format!("{url}{sep}{key}={value}");
+        }
+    }
+    url
+}
+
 impl ManageConnection for Manager {
     type Connection = DbConnection;
     type Error = r2d2::Error;
@@ -97,6 +115,9 @@ impl ManageConnection for Manager {
 pub struct Db {
     pool: Pool<Manager>,
     backend: Backend,
+    /// How long a PostgreSQL call (connection wait plus statement) may take
+    /// before the request answers 503; the network can stall a call forever.
+    call_timeout: Duration,
     /// SQLite allows one writer: write transactions queue here instead of
     /// failing with SQLITE_BUSY on a lock upgrade.
     writer: Arc<tokio::sync::Mutex<()>>,
@@ -117,7 +138,10 @@ impl Db {
             }
         }
         let manager = Manager {
-            url: url.to_owned(),
+            url: match backend {
+                Backend::Postgres => with_network_timeouts(url, timeout),
+                Backend::Sqlite => url.to_owned(),
+            },
             backend,
         };
         let pool = Pool::builder()
@@ -130,6 +154,7 @@ impl Db {
         Ok(Self {
             pool,
             backend,
+            call_timeout: timeout * 2,
             writer: Arc::new(tokio::sync::Mutex::new(())),
         })
     }
@@ -151,12 +176,23 @@ impl Db {
         F: FnOnce(&mut DbConnection) -> Result<T, StoreError> + Send + 'static,
     {
         let db = self.clone();
-        crate::telemetry::spawn_blocking(move || {
+        let call = crate::telemetry::spawn_blocking(move || {
             let mut conn = db.checkout()?;
             f(&mut conn)
-        })
-        .await
-        .map_err(StoreError::other)?
+        });
+        let joined = match self.backend {
+            Backend::Postgres => tokio::time::timeout(self.call_timeout, call)
+                .await
+                .map_err(|_| {
+                    StoreError::Unavailable(
+                        "database",
+                        anyhow::anyhow!("no answer within {:?}", self.call_timeout),
+                    )
+                })?,
+            // A local file cannot stall on the network.
+            Backend::Sqlite => call.await,
+        };
+        joined.map_err(StoreError::other)?
     }
 
     /// Runs `f` inside one transaction: all of it is written, or none.
@@ -261,5 +297,24 @@ impl<T> Page<T> {
             items: rows,
             next_cursor,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_network_timeouts;
+    use std::time::Duration;
+
+    #[test]
+    fn postgres_urls_get_network_timeouts_unless_they_set_them() {
+        let t = Duration::from_millis(2500);
+        assert_eq!(
+            with_network_timeouts("postgres://u@db/app", t),
+            "postgres://u@db/app?connect_timeout=2&tcp_user_timeout=10000"
+        );
+        assert_eq!(
+            with_network_timeouts("postgres://u@db/app?sslmode=require&connect_timeout=9", t),
+            "postgres://u@db/app?sslmode=require&connect_timeout=9&tcp_user_timeout=10000"
+        );
     }
 }
