@@ -222,7 +222,62 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .openapi(ApiDoc::openapi())
         .configure(configure)
         .split_for_parts();
-    close_objects(api)
+    with_limit_responses(close_objects(api))
+}
+
+/// Adds the answers every operation can give before its handler runs: 429
+/// (rate limits; not on health, readiness and metrics) and 431 (oversized
+/// headers), in the operation's error format.
+fn with_limit_responses(api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use serde_json::json;
+    let Ok(mut value) = serde_json::to_value(&api) else {
+        return api;
+    };
+    let Some(paths) = value.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return api;
+    };
+    for (path, item) in paths.iter_mut() {
+        let oauth = crate::ratelimit::is_oauth_endpoint(path);
+        let limited = crate::ratelimit::group_of(path).is_some();
+        let (media, schema) = if oauth {
+            ("application/json", "#/components/schemas/OAuthError")
+        } else {
+            ("application/problem+json", "#/components/schemas/Problem")
+        };
+        let Some(methods) = item.as_object_mut() else {
+            continue;
+        };
+        for (method, operation) in methods.iter_mut() {
+            if !["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                continue;
+            }
+            let Some(responses) = operation
+                .get_mut("responses")
+                .and_then(|r| r.as_object_mut())
+            else {
+                continue;
+            };
+            if limited {
+                responses.entry("429").or_insert_with(|| {
+                    json!({
+                        "description": "`rate_limited`: too many requests from this client address",
+                        "headers": {"Retry-After": {
+                            "description": "Seconds to wait before retrying",
+                            "schema": {"type": "integer", "minimum": 1}
+                        }},
+                        "content": {media: {"schema": {"$ref": schema}}}
+                    })
+                });
+            }
+            responses.entry("431").or_insert_with(|| {
+                json!({
+                    "description": "`payload_too_large`: a header over 16 KiB, or 32 KiB of headers in all",
+                    "content": {media: {"schema": {"$ref": schema}}}
+                })
+            });
+        }
+    }
+    serde_json::from_value(value).unwrap_or(api)
 }
 
 /// Marks every object schema with named properties `additionalProperties:
