@@ -23,8 +23,11 @@ pub fn configure(cfg: &mut ServiceConfig) {
 #[serde(deny_unknown_fields)]
 pub struct CheckRequest {
     /// A user id of the tenant.
+    #[schema(min_length = 1, max_length = 128)]
     subject: String,
+    #[schema(min_length = 1, max_length = 128)]
     resource: String,
+    #[schema(min_length = 1, max_length = 128)]
     action: String,
 }
 
@@ -46,7 +49,7 @@ pub struct CheckResponse {
 }
 
 fn check_field(field: &str, value: &str) -> AppResult<()> {
-    if value.is_empty() || value.len() > 128 {
+    if value.is_empty() || value.chars().count() > 128 {
         return Err(AppError::validation(field, "must be 1 to 128 characters"));
     }
     Ok(())

@@ -131,8 +131,10 @@ pub async fn logout(
             )
             .with_realm(&realm));
         }
-        serde_json::from_slice(&body)
+        // `null` is no body at all: end this session only.
+        serde_json::from_slice::<Option<LogoutBody>>(&body)
             .map_err(|e| AppError::validation("body", e).with_realm(&realm))?
+            .unwrap_or_default()
     };
     let origin = origin(&req, Some(&caller.claims.sub));
     auth::logout(&state, &caller.tenant, &caller.claims, body.all, &origin).await?;

@@ -477,3 +477,32 @@ async fn the_body_cap_is_configurable_for_json_and_form_bodies() {
     assert_eq!(res.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(json(res).await["code"], "payload_too_large");
 }
+
+#[tokio::test]
+async fn logout_with_a_json_null_body_ends_only_this_session() {
+    let app = crate::helpers::spawn_app().await;
+    let admin = app.admin_token().await;
+    let (t, _, first) = app.tenant_with_user(&admin, json!({})).await;
+    let email = format!("user@{t}.test");
+    let second = app.login(&t, &email, crate::helpers::USER_PASSWORD).await;
+    let first = crate::helpers::str_of(&first, "access_token");
+    let res = app
+        .http
+        .post(app.url(&format!("/tenants/{t}/logout")))
+        .bearer_auth(first)
+        .header("content-type", "application/json")
+        .body("null")
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = app
+        .get(&format!("/tenants/{t}/oauth/userinfo"), first)
+        .await;
+    crate::helpers::assert_unauthorized(res, "session_revoked").await;
+    let second = crate::helpers::str_of(&second, "access_token");
+    let res = app
+        .get(&format!("/tenants/{t}/oauth/userinfo"), second)
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
