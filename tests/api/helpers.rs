@@ -173,19 +173,23 @@ impl TestApp {
             .expect("request")
     }
 
+    /// A password grant through `admin-cli`, whatever its answer.
+    pub async fn password_grant(&self, tenant: &str, email: &str, password: &str) -> Response {
+        self.token(
+            tenant,
+            &[
+                ("grant_type", "password"),
+                ("client_id", "admin-cli"),
+                ("username", email),
+                ("password", password),
+            ],
+        )
+        .await
+    }
+
     /// Logs in through `admin-cli`; panics unless it succeeds.
     pub async fn login(&self, tenant: &str, email: &str, password: &str) -> Value {
-        let res = self
-            .token(
-                tenant,
-                &[
-                    ("grant_type", "password"),
-                    ("client_id", "admin-cli"),
-                    ("username", email),
-                    ("password", password),
-                ],
-            )
-            .await;
+        let res = self.password_grant(tenant, email, password).await;
         assert_eq!(res.status(), StatusCode::OK, "login of {email} in {tenant}");
         json(res).await
     }

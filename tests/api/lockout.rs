@@ -1,27 +1,14 @@
 //! SPEC §7 account lockout: repeated failures lock sign-in, the answer stays
 //! that of a wrong password, admins see and lift the lock.
 
-use reqwest::{Response, StatusCode};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, USER_PASSWORD, assert_problem, json, slug, spawn_app, str_of};
 
-async fn password_login(app: &TestApp, t: &str, email: &str, password: &str) -> Response {
-    app.token(
-        t,
-        &[
-            ("grant_type", "password"),
-            ("client_id", "admin-cli"),
-            ("username", email),
-            ("password", password),
-        ],
-    )
-    .await
-}
-
 /// Status and body of a sign-in, for comparing answers byte for byte.
 async fn attempt(app: &TestApp, t: &str, email: &str, password: &str) -> (u16, Value) {
-    let res = password_login(app, t, email, password).await;
+    let res = app.password_grant(t, email, password).await;
     let status = res.status().as_u16();
     (status, json(res).await)
 }
