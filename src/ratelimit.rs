@@ -143,11 +143,7 @@ pub fn group_of(path: &str) -> Option<Group> {
     if matches!(path, "/healthz" | "/readyz" | "/metrics") {
         return None;
     }
-    let tail = path
-        .strip_prefix("/tenants/")
-        .and_then(|rest| rest.split_once('/'))
-        .map(|(_, tail)| tail.trim_end_matches('/'));
-    match tail {
+    match tenant_route(path) {
         Some("oauth/token" | "oauth/revoke" | "oauth/introspect" | "signup" | "me/password") => {
             Some(Group::Auth)
         }
@@ -155,17 +151,29 @@ pub fn group_of(path: &str) -> Option<Group> {
     }
 }
 
+/// What follows `/tenants/{t}/` in a path, without a trailing slash.
+fn tenant_route(path: &str) -> Option<&str> {
+    path.strip_prefix("/tenants/")
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(_, tail)| tail.trim_end_matches('/'))
+}
+
 /// Whether a path is one of the endpoints that answer RFC 6749 errors
 /// (token, revoke, introspect) rather than problem+json.
 pub fn is_oauth_endpoint(path: &str) -> bool {
-    path.strip_prefix("/tenants/")
-        .and_then(|rest| rest.split_once('/'))
-        .is_some_and(|(_, tail)| {
-            matches!(
-                tail.trim_end_matches('/'),
-                "oauth/token" | "oauth/revoke" | "oauth/introspect"
-            )
-        })
+    matches!(
+        tenant_route(path),
+        Some("oauth/token" | "oauth/revoke" | "oauth/introspect")
+    )
+}
+
+/// The error format of a path, for answers given before any handler runs.
+pub fn flavor_of(path: &str) -> Flavor {
+    if is_oauth_endpoint(path) {
+        Flavor::OAuth
+    } else {
+        Flavor::Problem
+    }
 }
 
 /// The rate-limiting key: the client's address (IPv6 by its /64, which one
@@ -220,20 +228,14 @@ impl KeyExtractor for ClientIp {
             Group::Api => "api",
         });
         let route = crate::telemetry::current_request().route;
-        let oauth = route
-            .split_once(' ')
-            .is_some_and(|(_, path)| is_oauth_endpoint(path));
-        let error = AppError::new(
+        let path = route.split_once(' ').map_or("", |(_, path)| path);
+        AppError::new(
             ErrorCode::RateLimited,
             format!("Too many requests from this address; retry in {seconds} s."),
         )
-        .with_retry_after(seconds);
-        let error = if oauth {
-            error.in_flavor(Flavor::OAuth)
-        } else {
-            error
-        };
-        error.error_response()
+        .with_retry_after(seconds)
+        .in_flavor(flavor_of(path))
+        .error_response()
     }
 
     fn whitelisted_keys(&self) -> Vec<ClientKey> {

@@ -134,7 +134,6 @@ impl Application {
         let data = web::Data::from(state.clone());
         let spec = api::openapi();
         let routes = web::Data::new(api::RouteTable::from_openapi(&spec));
-        let proxies = state.config.proxies()?;
         let auth_limit = crate::ratelimit::Limit {
             per_second: state.config.rate_limit_auth_per_second,
             burst: state.config.rate_limit_auth_burst,
@@ -144,8 +143,8 @@ impl Application {
             burst: state.config.rate_limit_api_burst,
         };
         let (Some(auth_limiter), Some(api_limiter)) = (
-            ratelimit::limiter(ratelimit::Group::Auth, auth_limit, &proxies),
-            ratelimit::limiter(ratelimit::Group::Api, api_limit, &proxies),
+            ratelimit::limiter(ratelimit::Group::Auth, auth_limit, &state.proxies),
+            ratelimit::limiter(ratelimit::Group::Api, api_limit, &state.proxies),
         ) else {
             anyhow::bail!("LATCHKEY_RATE_LIMIT_*: limits must be at least 1");
         };

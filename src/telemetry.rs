@@ -109,13 +109,8 @@ pub async fn header_limits(
     let Some(detail) = problem else {
         return Ok(next.call(req).await?.map_into_left_body());
     };
-    let oauth = crate::ratelimit::is_oauth_endpoint(req.path());
-    let error = crate::error::AppError::headers_too_large(detail);
-    let error = if oauth {
-        error.in_flavor(crate::error::Flavor::OAuth)
-    } else {
-        error
-    };
+    let error = crate::error::AppError::headers_too_large(detail)
+        .in_flavor(crate::ratelimit::flavor_of(req.path()));
     let response = actix_web::ResponseError::error_response(&error);
     Ok(req.into_response(response).map_into_right_body())
 }

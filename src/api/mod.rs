@@ -222,19 +222,24 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         .openapi(ApiDoc::openapi())
         .configure(configure)
         .split_for_parts();
-    with_limit_responses(close_objects(api))
+    // utoipa states neither of the two below; they are added on the JSON form.
+    let Ok(mut value) = serde_json::to_value(&api) else {
+        return api;
+    };
+    if let Some(schemas) = value.pointer_mut("/components/schemas") {
+        close_objects(schemas);
+    }
+    add_limit_responses(&mut value);
+    serde_json::from_value(value).unwrap_or(api)
 }
 
 /// Adds the answers every operation can give before its handler runs: 429
 /// (rate limits; not on health, readiness and metrics) and 431 (oversized
 /// headers), in the operation's error format.
-fn with_limit_responses(api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+fn add_limit_responses(api: &mut serde_json::Value) {
     use serde_json::json;
-    let Ok(mut value) = serde_json::to_value(&api) else {
-        return api;
-    };
-    let Some(paths) = value.get_mut("paths").and_then(|p| p.as_object_mut()) else {
-        return api;
+    let Some(paths) = api.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
     };
     for (path, item) in paths.iter_mut() {
         let oauth = crate::ratelimit::is_oauth_endpoint(path);
@@ -277,35 +282,25 @@ fn with_limit_responses(api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenA
             });
         }
     }
-    serde_json::from_value(value).unwrap_or(api)
 }
 
 /// Marks every object schema with named properties `additionalProperties:
 /// false`: request bodies refuse unknown fields and views carry exactly
 /// their fields, which utoipa does not state for every shape (enum variants).
-fn close_objects(api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
-    fn close(v: &mut serde_json::Value) {
-        match v {
-            serde_json::Value::Object(map) => {
-                if map.contains_key("properties") && !map.contains_key("additionalProperties") {
-                    map.insert(
-                        "additionalProperties".to_owned(),
-                        serde_json::Value::Bool(false),
-                    );
-                }
-                map.values_mut().for_each(close);
+fn close_objects(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if map.contains_key("properties") && !map.contains_key("additionalProperties") {
+                map.insert(
+                    "additionalProperties".to_owned(),
+                    serde_json::Value::Bool(false),
+                );
             }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(close),
-            _ => {}
+            map.values_mut().for_each(close_objects);
         }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(close_objects),
+        _ => {}
     }
-    let Ok(mut value) = serde_json::to_value(&api) else {
-        return api;
-    };
-    if let Some(schemas) = value.pointer_mut("/components/schemas") {
-        close(schemas);
-    }
-    serde_json::from_value(value).unwrap_or(api)
 }
 
 /// The route templates and their methods, for 405 answers with `Allow`.
