@@ -12,8 +12,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ADMIN_EMAIL, ADMIN_PASSWORD, TestApp, USER_PASSWORD, json, process_env, slug, spawn_app_with,
-    start, str_of, test_config,
+    ADMIN_LOGIN, TestApp, USER_PASSWORD, json, process_env, slug, spawn_app_with, start, str_of,
+    test_config,
 };
 
 #[derive(Default, Debug)]
@@ -80,12 +80,7 @@ async fn sigkill_during_admin_writes_leaves_only_whole_objects() {
 
     let res = http
         .post(format!("{base}/tenants/system/oauth/token"))
-        .form(&[
-            ("grant_type", "password"),
-            ("client_id", "admin-cli"),
-            ("username", ADMIN_EMAIL),
-            ("password", ADMIN_PASSWORD),
-        ])
+        .form(&ADMIN_LOGIN)
         .send()
         .await
         .expect("login");

@@ -18,6 +18,13 @@ use serde_json::{Value, json};
 pub const ADMIN_EMAIL: &str = "root@platform.test";
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
 pub const USER_PASSWORD: &str = "purple monkey dishwasher lamp";
+/// The platform admin's sign-in form, for clients of a `latchkey` process.
+pub const ADMIN_LOGIN: [(&str, &str); 4] = [
+    ("grant_type", "password"),
+    ("client_id", "admin-cli"),
+    ("username", ADMIN_EMAIL),
+    ("password", ADMIN_PASSWORD),
+];
 
 pub struct TestApp {
     pub base: String,

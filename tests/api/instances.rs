@@ -8,8 +8,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    ADMIN_EMAIL, ADMIN_PASSWORD, USER_PASSWORD, assert_unauthorized, json, process_env, slug,
-    start, str_of, test_config,
+    ADMIN_LOGIN, USER_PASSWORD, assert_unauthorized, json, process_env, slug, start, str_of,
+    test_config,
 };
 
 async fn token(http: &reqwest::Client, base: &str, t: &str, form: &[(&str, &str)]) -> Value {
@@ -52,18 +52,7 @@ async fn two_processes_sharing_postgres_and_redis_agree_within_a_second() {
     let (one, two) = tokio::join!(start(&env), start(&env));
     let http = reqwest::Client::new();
 
-    let admin = token(
-        &http,
-        &one.base,
-        "system",
-        &[
-            ("grant_type", "password"),
-            ("client_id", "admin-cli"),
-            ("username", ADMIN_EMAIL),
-            ("password", ADMIN_PASSWORD),
-        ],
-    )
-    .await;
+    let admin = token(&http, &one.base, "system", &ADMIN_LOGIN).await;
     let admin = str_of(&admin, "access_token").to_owned();
     let t = slug("multi");
     let res = call(

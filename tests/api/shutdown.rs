@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
-use crate::helpers::{ADMIN_EMAIL, ADMIN_PASSWORD, process_env, start, test_config};
+use crate::helpers::{ADMIN_LOGIN, process_env, start, test_config};
 
 #[tokio::test]
 async fn sigterm_finishes_in_flight_requests_and_refuses_new_ones() {
@@ -27,12 +27,7 @@ async fn sigterm_finishes_in_flight_requests_and_refuses_new_ones() {
             let (http, base) = (http.clone(), base.clone());
             tokio::spawn(async move {
                 http.post(format!("{base}/tenants/system/oauth/token"))
-                    .form(&[
-                        ("grant_type", "password"),
-                        ("client_id", "admin-cli"),
-                        ("username", ADMIN_EMAIL),
-                        ("password", ADMIN_PASSWORD),
-                    ])
+                    .form(&ADMIN_LOGIN)
                     .send()
                     .await
                     .map(|r| r.status())
