@@ -102,6 +102,8 @@ pub struct Config {
     pub trusted_proxies: String,
     /// Largest request body (JSON or form) accepted; larger answers 413.
     pub max_body_bytes: usize,
+    /// Live sessions one user may hold; a sign-in beyond it ends the oldest.
+    pub max_sessions_per_user: usize,
 }
 
 impl Default for Config {
@@ -135,6 +137,7 @@ impl Default for Config {
             rate_limit_api_burst: 400,
             trusted_proxies: String::new(),
             max_body_bytes: 64 * 1024,
+            max_sessions_per_user: 100,
         }
     }
 }
@@ -184,6 +187,7 @@ pub const VARIABLES: &[(&str, bool)] = &[
     ("LATCHKEY_RATE_LIMIT_API_BURST", false),
     ("LATCHKEY_TRUSTED_PROXIES", false),
     ("LATCHKEY_MAX_BODY_BYTES", false),
+    ("LATCHKEY_MAX_SESSIONS_PER_USER", false),
 ];
 
 fn parse_num<T: std::str::FromStr>(variable: &str, raw: &str) -> Result<T, ConfigError>
@@ -299,6 +303,9 @@ impl Config {
             }
             "LATCHKEY_TRUSTED_PROXIES" => self.trusted_proxies = raw.trim().to_owned(),
             "LATCHKEY_MAX_BODY_BYTES" => self.max_body_bytes = parse_num(variable, raw)?,
+            "LATCHKEY_MAX_SESSIONS_PER_USER" => {
+                self.max_sessions_per_user = parse_num(variable, raw)?
+            }
             _ => {}
         }
         Ok(())
@@ -397,6 +404,9 @@ impl Config {
         self.proxies()?;
         if !(1024..=16 * 1024 * 1024).contains(&self.max_body_bytes) {
             return Err(bad("LATCHKEY_MAX_BODY_BYTES", "must be 1024 to 16777216"));
+        }
+        if !(1..=10_000).contains(&self.max_sessions_per_user) {
+            return Err(bad("LATCHKEY_MAX_SESSIONS_PER_USER", "must be 1 to 10000"));
         }
         if self.shutdown_timeout_seconds == 0 {
             // actix reads 0 as "wait forever": a shutdown must be bounded.

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod authn;
 pub mod authz;
+pub mod cache;
 pub mod config;
 pub mod domain;
 pub mod error;

@@ -126,9 +126,7 @@ impl Application {
             );
         }
         crate::service::keys::spawn_rotation(state.clone());
-        bootstrap::sync_suspended_tenants(&state)
-            .await
-            .map_err(|e| anyhow::anyhow!("syncing suspended tenants: {e}"))?;
+        crate::service::changes::spawn_follower(&state);
 
         crate::metrics::handle();
         let data = web::Data::from(state.clone());

@@ -1,17 +1,16 @@
 //! What every request can reach: configuration, stores, keys, policies.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use parking_lot::RwLock;
+use std::time::Duration;
 
 use crate::authn::keys::KeyRing;
 use crate::authn::password::PasswordHasherPool;
 use crate::authz::Authorizer;
+use crate::cache::Cached;
 use crate::config::Config;
 use crate::store::StoreError;
 use crate::store::db::Db;
+use crate::store::db::clients::{self, Client};
 use crate::store::db::tenants::{self, Tenant};
 use crate::store::session::SessionStore;
 
@@ -24,6 +23,10 @@ pub enum Change {
     Keys(String),
     /// A tenant's name, status or settings.
     Tenant(String),
+    /// A client of a tenant: `(tenant, client_id)`.
+    Client(String, String),
+    /// Every client of a tenant (suspension renews their generations).
+    Clients(String),
 }
 
 impl Change {
@@ -32,12 +35,17 @@ impl Change {
             Self::Policy(t) => format!("policy:{t}"),
             Self::Keys(t) => format!("keys:{t}"),
             Self::Tenant(t) => format!("tenant:{t}"),
+            Self::Client(t, c) => format!("client:{t}:{c}"),
+            Self::Clients(t) => format!("clients:{t}"),
         }
     }
 }
 
-/// How long a tenant read from the database is reused by this instance.
-const TENANT_CACHE_TTL: Duration = Duration::from_secs(2);
+/// How long a database view is reused at most; changes invalidate it much
+/// sooner (at once here, through the bus and the change log elsewhere).
+const VIEW_CACHE_TTL: Duration = Duration::from_secs(60);
+/// Tenants and clients (known or not) held per instance at most.
+const VIEW_CACHE_CAPACITY: u64 = 10_000;
 
 /// Shared application state.
 pub struct AppState {
@@ -51,7 +59,8 @@ pub struct AppState {
     pub passwords: PasswordHasherPool,
     /// Whose `X-Forwarded-For` is believed (rate limits, audit, sessions).
     pub proxies: crate::ratelimit::TrustedProxies,
-    tenants: RwLock<HashMap<String, (Arc<Tenant>, Instant)>>,
+    tenants: Cached<String, Option<Arc<Tenant>>>,
+    clients: Cached<(String, String), Option<Arc<Client>>>,
 }
 
 impl AppState {
@@ -72,34 +81,72 @@ impl AppState {
             sessions,
             keys,
             passwords,
-            tenants: RwLock::new(HashMap::new()),
+            tenants: Cached::new(VIEW_CACHE_CAPACITY, VIEW_CACHE_TTL),
+            clients: Cached::new(VIEW_CACHE_CAPACITY, VIEW_CACHE_TTL),
         }
     }
 
-    /// The tenant, from a short-lived cache.
+    /// The tenant as the database has it, from this instance's view (never
+    /// more than a second behind a change made anywhere); `NotFound` when
+    /// there is no such tenant.
     pub async fn tenant(&self, slug: &str) -> Result<Arc<Tenant>, StoreError> {
-        if let Some((t, at)) = self.tenants.read().get(slug)
-            && at.elapsed() < TENANT_CACHE_TTL
-        {
-            return Ok(t.clone());
+        // Slugs that cannot exist are answered without a lookup or an entry.
+        if crate::domain::TenantSlug::parse(slug).is_err() {
+            return Err(StoreError::NotFound("tenant"));
         }
-        let owned = slug.to_owned();
-        let tenant = Arc::new(self.db.run(move |c| tenants::get(c, &owned)).await?);
-        self.tenants
-            .write()
-            .insert(slug.to_owned(), (tenant.clone(), Instant::now()));
-        Ok(tenant)
+        let key = slug.to_owned();
+        let found = self
+            .tenants
+            .get_or_load(&key, || {
+                let owned = key.clone();
+                async move {
+                    match self.db.run(move |c| tenants::get(c, &owned)).await {
+                        Ok(t) => Ok(Some(Arc::new(t))),
+                        Err(StoreError::NotFound(_)) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                }
+            })
+            .await?;
+        found.ok_or(StoreError::NotFound("tenant"))
+    }
+
+    /// A client as the database has it, from this instance's view; `None`
+    /// when the tenant has no such client.
+    pub async fn client(
+        &self,
+        tenant: &str,
+        client_id: &str,
+    ) -> Result<Option<Arc<Client>>, StoreError> {
+        let key = (tenant.to_owned(), client_id.to_owned());
+        self.clients
+            .get_or_load(&key, || {
+                let (t, c) = key.clone();
+                async move {
+                    Ok(self
+                        .db
+                        .run(move |conn| clients::find(conn, &t, &c))
+                        .await?
+                        .map(Arc::new))
+                }
+            })
+            .await
     }
 
     /// Drops a tenant from the cache after it changed.
     pub fn forget_tenant(&self, slug: &str) {
-        self.tenants.write().remove(slug);
+        self.tenants.invalidate(&slug.to_owned());
     }
 
-    /// Applies a change here at once and tells every other instance.
+    /// Applies a change here at once, records it in the change log (which
+    /// every instance polls) and tells every other instance through the bus.
     pub async fn changed(&self, change: Change) -> Result<(), StoreError> {
         let message = change.message();
         self.apply_change(&message);
+        let logged = message.clone();
+        self.db
+            .run(move |c| crate::store::db::changes::record(c, &logged))
+            .await?;
         self.sessions.publish_change(&message).await
     }
 
@@ -110,10 +157,18 @@ impl AppState {
             Some(("policy", t)) => self.authz.forget(t),
             Some(("keys", t)) => self.keys.forget(t),
             Some(("tenant", t)) => self.forget_tenant(t),
+            // Entries are keyed by (tenant, client): drop them all, rarely.
+            Some(("clients", _)) => self.clients.invalidate_all(),
+            Some(("client", rest)) => {
+                if let Some((t, c)) = rest.split_once(':') {
+                    self.clients.invalidate(&(t.to_owned(), c.to_owned()));
+                }
+            }
             _ if message == "*" => {
                 self.authz.forget_all();
                 self.keys.forget_all();
-                self.tenants.write().clear();
+                self.tenants.invalidate_all();
+                self.clients.invalidate_all();
             }
             _ => tracing::debug!(message, "unknown change message"),
         }

@@ -48,6 +48,11 @@ pub struct AccessClaims {
     pub scope: String,
     #[serde(default)]
     pub roles: Vec<String>,
+    /// The generation of the client (`azp`) the token was issued under: a
+    /// token of an earlier generation (before the client was disabled or
+    /// re-created, or its tenant suspended) is dead.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cgen: String,
 }
 
 impl AccessClaims {

@@ -2,17 +2,20 @@
 //!
 //! Each tenant has its own enforcer, loaded from the database through
 //! [`adapter::DbAdapter`] with only that tenant's rules. Requests read an
-//! `Arc` snapshot; a policy change builds a fresh enforcer and swaps it in,
-//! so no request ever waits on a write lock held across a reload.
+//! `Arc` snapshot from a [`Cached`] view: a policy change invalidates it and
+//! the next request builds a fresh one (one build at a time per tenant; a
+//! build that read the rules before the change is never kept), so no
+//! request ever waits on a write lock held across a reload.
 
 pub mod adapter;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use casbin::{CoreApi, DefaultModel, Enforcer, MgmtApi};
-use parking_lot::RwLock;
 
+use crate::cache::Cached;
 use crate::domain::SYSTEM_TENANT;
 use crate::store::StoreError;
 use crate::store::db::policies::{self, RuleRow};
@@ -217,14 +220,18 @@ impl TenantPolicy {
 /// Decides who may do what, per tenant.
 pub struct Authorizer {
     db: Db,
-    policies: RwLock<HashMap<String, Arc<TenantPolicy>>>,
+    policies: Cached<String, Arc<TenantPolicy>>,
 }
+
+/// Tenants whose policy one instance holds at most, and for how long.
+const POLICY_CACHE_CAPACITY: u64 = 10_000;
+const POLICY_CACHE_TTL: Duration = Duration::from_secs(600);
 
 impl Authorizer {
     pub fn new(db: Db) -> Self {
         Self {
             db,
-            policies: RwLock::new(HashMap::new()),
+            policies: Cached::new(POLICY_CACHE_CAPACITY, POLICY_CACHE_TTL),
         }
     }
 
@@ -240,39 +247,35 @@ impl Authorizer {
             ),
             other => StoreError::other(anyhow::anyhow!("casbin: {other}")),
         })?;
-        let policy = Arc::new(TenantPolicy::new(enforcer));
-        self.policies
-            .write()
-            .insert(tenant.to_owned(), policy.clone());
-        Ok(policy)
+        Ok(Arc::new(TenantPolicy::new(enforcer)))
     }
 
-    /// The tenant's policy snapshot, loaded on first use.
+    /// The tenant's policy snapshot, loaded on first use and after changes.
     pub async fn policy(&self, tenant: &str) -> Result<Arc<TenantPolicy>, StoreError> {
-        if let Some(p) = self.policies.read().get(tenant) {
-            return Ok(p.clone());
-        }
-        self.build(tenant).await
+        self.policies
+            .get_or_load(&tenant.to_owned(), || self.build(tenant))
+            .await
     }
 
-    /// Re-reads a tenant's policies after a change.
+    /// Re-reads a tenant's policies now.
     pub async fn reload(&self, tenant: &str) -> Result<(), StoreError> {
-        self.build(tenant).await.map(|_| ())
+        self.forget(tenant);
+        self.policy(tenant).await.map(|_| ())
     }
 
     /// Drops a tenant's snapshot; the next request loads it again.
     pub fn forget(&self, tenant: &str) {
-        self.policies.write().remove(tenant);
+        self.policies.invalidate(&tenant.to_owned());
     }
 
     /// Drops every snapshot.
     pub fn forget_all(&self) {
-        self.policies.write().clear();
+        self.policies.invalidate_all();
     }
 
-    /// How many tenants' policies this instance holds.
+    /// How many tenants' policies this instance holds (approximate).
     pub fn loaded(&self) -> usize {
-        self.policies.read().len()
+        self.policies.len() as usize
     }
 
     /// Whether `user_id` holds a permission in `tenant`'s domain.

@@ -12,12 +12,12 @@ use crate::config::Secret;
 use crate::domain::{ClientType, Email, GrantType, TenantStatus, UserStatus};
 use crate::error::{AppError, AppResult, ErrorCode, Flavor};
 use crate::state::AppState;
-use crate::store::db::clients::{self, Client};
+use crate::store::db::clients::Client;
 use crate::store::db::tenants::Tenant;
-use crate::store::db::{policies, users};
+use crate::store::db::users;
 use crate::store::session::{
     AccessState, EndReason, LockoutPolicy, LoginLock, RefreshRecord, RefreshState, RotateOutcome,
-    Rotation, SessionRecord,
+    Rotation, SessionRecord, UserCut,
 };
 
 /// How a client presented its credentials.
@@ -97,10 +97,8 @@ pub async fn authenticate_client(
     let Some(client_id) = creds.client_id.clone().filter(|c| !c.is_empty()) else {
         return Err(fail("Client authentication is required."));
     };
-    let t = tenant.to_owned();
     let client = state
-        .db
-        .run(move |c| clients::find(c, &t, &client_id))
+        .client(tenant, &client_id)
         .await
         .map_err(|e| AppError::from(e).in_flavor(Flavor::OAuth))?;
     let presented = creds.secret.as_ref().map(Secret::expose);
@@ -117,7 +115,7 @@ pub async fn authenticate_client(
     if !authenticated || !client.enabled {
         return Err(fail("Client authentication failed."));
     }
-    Ok(client)
+    Ok((*client).clone())
 }
 
 /// What the token endpoint was asked.
@@ -208,17 +206,26 @@ async fn mint_access(
         sid: sid.map(str::to_owned),
         scope: scope.to_owned(),
         roles,
+        cgen: client.generation.clone(),
     };
     let token = tokens::sign(signing, &claims).map_err(AppError::internal)?;
     Ok((token, ttl))
 }
 
+/// The user's roles, from the policy snapshot (never more than a second
+/// behind a change, SPEC §6).
 async fn roles_of(state: &AppState, tenant: &str, user_id: &str) -> AppResult<Vec<String>> {
-    let (t, u) = (tenant.to_owned(), user_id.to_owned());
+    Ok(state.authz.roles_of(tenant, user_id).await?)
+}
+
+/// Whether the user exists and is active, as the database says now.
+async fn user_still_active(state: &AppState, tenant: &str, user_id: &str) -> AppResult<bool> {
+    let (t, id) = (tenant.to_owned(), user_id.to_owned());
     Ok(state
         .db
-        .run(move |c| policies::roles_of_user(c, &t, &u))
-        .await?)
+        .run(move |c| users::find(c, &t, &id))
+        .await?
+        .is_some_and(|u| u.status == UserStatus::Active))
 }
 
 /// How long a session record lives: its longest refresh family, or its
@@ -339,14 +346,47 @@ async fn password_grant(
         ip: origin.ip.clone(),
         user_agent: origin.user_agent.clone(),
     };
-    state
+    let evicted = state
         .sessions
         .create_session(
             &tenant.slug,
             &session,
             session_ttl(state, tenant, with_refresh),
+            state.config.max_sessions_per_user,
+            state.linger(tenant),
         )
         .await?;
+    // A disable that committed after the user was read above cut the user
+    // off after this session began (so it is over), or is seen here.
+    if !user_still_active(state, &tenant.slug, &user.id).await? {
+        state
+            .sessions
+            .end_session(
+                &tenant.slug,
+                &session.id,
+                EndReason::Disabled,
+                state.linger(tenant),
+            )
+            .await?;
+        return Err(oauth(ErrorCode::InvalidGrant, WRONG_CREDENTIALS));
+    }
+    if !evicted.is_empty() {
+        tracing::info!(
+            tenant = %tenant.slug,
+            user_id = %user.id,
+            ended = evicted.len(),
+            "oldest sessions ended: the user reached the session limit"
+        );
+        super::audit::record(
+            state,
+            &tenant.slug,
+            "session.limit_reached",
+            "success",
+            Some(&user.id),
+            origin,
+        )
+        .await;
+    }
     let roles = roles_of(state, &tenant.slug, &user.id).await?;
     let (access_token, expires_in) = mint_access(
         state,
@@ -370,6 +410,7 @@ async fn password_grant(
             expires_at: (now + s.refresh_idle_timeout_seconds as i64).min(family_expires_at),
             family_expires_at,
             scope: scope.clone(),
+            client_generation: client.generation.clone(),
         };
         state
             .sessions
@@ -429,7 +470,11 @@ async fn refresh_grant(
             return Err(oauth(ErrorCode::InvalidGrant, BAD_REFRESH));
         };
         let record = &entry.record;
-        if record.client_id != client.client_id || !entry.family_active || !entry.session_active {
+        if record.client_id != client.client_id
+            || record.client_generation != client.generation
+            || !entry.family_active
+            || !entry.session_active
+        {
             return Err(oauth(ErrorCode::InvalidGrant, BAD_REFRESH));
         }
         let now = unix_now();
@@ -461,6 +506,9 @@ async fn refresh_grant(
                         grant_scope(Some(requested), &allowed, &record.scope)?
                     }
                 };
+                if !user_still_active(state, &tenant.slug, &record.user_id).await? {
+                    return Err(oauth(ErrorCode::InvalidGrant, BAD_REFRESH));
+                }
                 let roles = roles_of(state, &tenant.slug, &record.user_id).await?;
                 let (access_token, expires_in) = mint_access(
                     state,
@@ -509,10 +557,6 @@ async fn refresh_grant(
                 match outcome {
                     RotateOutcome::Rotated => {
                         crate::metrics::token_issued("refresh_token");
-                        state
-                            .sessions
-                            .touch_session(&tenant.slug, &record.session_id, now)
-                            .await?;
                         return Ok(pair);
                     }
                     RotateOutcome::LostRace => continue,
@@ -619,22 +663,46 @@ pub async fn authenticate_bearer(
     Ok(claims)
 }
 
-/// The revocation half of token checking.
+/// The revocation half of token checking: the tenant and the client as the
+/// database says (through this instance's view, never more than a second
+/// behind), then the deny-list, session state and user cut-off in one store
+/// round trip. Every cut-off is checked here, so no route can skip one.
 pub async fn check_access_state(state: &AppState, claims: &AccessClaims) -> AppResult<()> {
+    let revoked = || {
+        AppError::new(
+            ErrorCode::SessionRevoked,
+            "The session of this token has ended",
+        )
+    };
+    let disabled = || {
+        AppError::new(
+            ErrorCode::AccountDisabled,
+            "The account or tenant is disabled",
+        )
+    };
+    let tenant = match state.tenant(&claims.tid).await {
+        Ok(t) => t,
+        Err(crate::store::StoreError::NotFound(_)) => return Err(revoked()),
+        Err(e) => return Err(e.into()),
+    };
+    if tenant.status == TenantStatus::Suspended {
+        return Err(disabled());
+    }
+    match state.client(&claims.tid, &claims.azp).await? {
+        None => return Err(revoked()),
+        Some(c) if !c.enabled => return Err(disabled()),
+        Some(c) if c.generation != claims.cgen => return Err(revoked()),
+        Some(_) => {}
+    }
+    let session = claims.sid.as_deref().map(|sid| (sid, claims.sub.as_str()));
     match state
         .sessions
-        .access_state(&claims.tid, &claims.jti, claims.sid.as_deref(), &claims.azp)
+        .access_state(&claims.tid, &claims.jti, session)
         .await?
     {
         AccessState::Active => Ok(()),
-        AccessState::Revoked => Err(AppError::new(
-            ErrorCode::SessionRevoked,
-            "The session of this token has ended",
-        )),
-        AccessState::Disabled => Err(AppError::new(
-            ErrorCode::AccountDisabled,
-            "The account or tenant is disabled",
-        )),
+        AccessState::Revoked => Err(revoked()),
+        AccessState::Disabled => Err(disabled()),
     }
 }
 
@@ -757,9 +825,15 @@ pub async fn introspect(
     if let Some(entry) = state.sessions.get_refresh(&tenant.slug, &hash).await? {
         let now = unix_now();
         let r = &entry.record;
+        let current_generation = state
+            .client(&tenant.slug, &r.client_id)
+            .await?
+            .filter(|c| c.enabled)
+            .map(|c| c.generation.clone());
         let active = entry.state == RefreshState::Current
             && entry.family_active
             && entry.session_active
+            && current_generation.as_deref() == Some(r.client_generation.as_str())
             && now <= r.expires_at
             && now <= r.family_expires_at;
         if !active {
@@ -819,7 +893,15 @@ pub async fn logout(
         if all {
             state
                 .sessions
-                .end_user_sessions(&tenant.slug, user, None, EndReason::Revoked, linger)
+                .end_user_sessions(
+                    &tenant.slug,
+                    user,
+                    UserCut {
+                        except: None,
+                        reason: EndReason::Revoked,
+                        linger,
+                    },
+                )
                 .await?;
         } else {
             state
@@ -889,9 +971,11 @@ pub async fn change_password(
         .end_user_sessions(
             &tenant.slug,
             &user.id,
-            claims.sid.as_deref(),
-            EndReason::Revoked,
-            state.linger(tenant),
+            UserCut {
+                except: claims.sid.as_deref(),
+                reason: EndReason::Revoked,
+                linger: state.linger(tenant),
+            },
         )
         .await?;
     super::audit::record(

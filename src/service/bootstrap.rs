@@ -103,12 +103,3 @@ pub async fn first_start(state: &AppState) -> AppResult<Option<Bootstrapped>> {
         Err(e) => Err(e),
     }
 }
-
-/// Copies every suspended tenant into the session store, so token checks
-/// refuse them even after the store lost its data.
-pub async fn sync_suspended_tenants(state: &AppState) -> AppResult<()> {
-    for slug in state.db.run(tenants::suspended).await? {
-        state.sessions.set_tenant_suspended(&slug, true).await?;
-    }
-    Ok(())
-}

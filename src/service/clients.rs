@@ -4,7 +4,7 @@ use super::Origin;
 use crate::authn::{random_token, sha256_hex};
 use crate::domain::{ClientType, GrantType};
 use crate::error::{AppError, AppResult};
-use crate::state::AppState;
+use crate::state::{AppState, Change};
 use crate::store::db::clients::{self, Client};
 use crate::store::db::{self, Page};
 
@@ -132,16 +132,17 @@ pub async fn create(
         enabled: true,
         builtin: false,
         created_at: db::now(),
+        generation: clients::new_generation(),
     };
     let to_insert = client.clone();
     state
         .db
         .run(move |c| clients::insert(c, &to_insert))
         .await?;
-    // A client id used before by a deleted client starts clean.
+    // A client id used before by a deleted client starts with a generation
+    // of its own: nothing issued to the earlier client matches it.
     state
-        .sessions
-        .set_client_disabled(tenant, &client.client_id, false)
+        .changed(Change::Client(tenant.to_owned(), client.client_id.clone()))
         .await?;
     super::audit::record(
         state,
@@ -183,7 +184,9 @@ pub struct ClientPatch {
     pub enabled: Option<bool>,
 }
 
-/// Applies a patch; disabling a client makes its access tokens 401 at once.
+/// Applies a patch. Disabling a client starts a new generation: its tokens
+/// are 401 at once and stay dead when it is enabled again. The change is
+/// announced on every call, so a call that failed half-way can be repeated.
 pub async fn update(
     state: &AppState,
     tenant: &str,
@@ -214,18 +217,17 @@ pub async fn update(
         check_audience(&audience)?;
         client.audience = audience;
     }
-    let enabled_changed = patch.enabled.is_some_and(|e| e != client.enabled);
     if let Some(enabled) = patch.enabled {
+        if client.enabled && !enabled {
+            client.generation = clients::new_generation();
+        }
         client.enabled = enabled;
     }
     let to_write = client.clone();
     state.db.run(move |c| clients::update(c, &to_write)).await?;
-    if enabled_changed {
-        state
-            .sessions
-            .set_client_disabled(tenant, client_id, !client.enabled)
-            .await?;
-    }
+    state
+        .changed(Change::Client(tenant.to_owned(), client_id.to_owned()))
+        .await?;
     super::audit::record(
         state,
         tenant,
@@ -246,10 +248,9 @@ pub async fn delete(
 ) -> AppResult<()> {
     let (t, id) = (tenant.to_owned(), client_id.to_owned());
     state.db.run(move |c| clients::delete(c, &t, &id)).await?;
-    // Tokens already issued to it die with it.
+    // Tokens already issued to it die with it: the view no longer has it.
     state
-        .sessions
-        .set_client_disabled(tenant, client_id, true)
+        .changed(Change::Client(tenant.to_owned(), client_id.to_owned()))
         .await?;
     super::audit::record(
         state,

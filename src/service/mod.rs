@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod auth;
 pub mod bootstrap;
+pub mod changes;
 pub mod clients;
 pub mod keys;
 pub mod roles;

@@ -7,7 +7,7 @@ use crate::api::rfc3339;
 use crate::error::AppResult;
 use crate::state::AppState;
 use crate::store::db::tenants::Tenant;
-use crate::store::session::{EndReason, SessionRecord};
+use crate::store::session::{EndReason, SessionRecord, UserCut};
 
 /// A session as the API shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -67,7 +67,15 @@ pub async fn revoke(
         None => {
             state
                 .sessions
-                .end_user_sessions(&tenant.slug, user_id, None, EndReason::Revoked, linger)
+                .end_user_sessions(
+                    &tenant.slug,
+                    user_id,
+                    UserCut {
+                        except: None,
+                        reason: EndReason::Revoked,
+                        linger,
+                    },
+                )
                 .await?
         }
         Some(ids) => {

@@ -12,7 +12,7 @@ use crate::state::{AppState, Change};
 use crate::store::db::clients::{self, Client};
 use crate::store::db::tenants::{self, Tenant};
 use crate::store::db::{self, DbConnection, Page};
-use crate::store::session::EndReason;
+use crate::store::session::{EndReason, UserCut};
 
 /// The built-in public client every tenant starts with.
 fn admin_cli(tenant: &str) -> Client {
@@ -28,6 +28,7 @@ fn admin_cli(tenant: &str) -> Client {
         enabled: true,
         builtin: true,
         created_at: db::now(),
+        generation: clients::new_generation(),
     }
 }
 
@@ -128,9 +129,10 @@ pub struct TenantPatch {
     pub settings: Option<Map<String, Value>>,
 }
 
-/// Applies a patch. Suspension ends every session of the tenant; a new
-/// signing algorithm rotates the key (the old one stays published until its
-/// tokens expire).
+/// Applies a patch. Suspension starts a new generation for every client of
+/// the tenant (every token issued so far stays dead, also after the tenant
+/// is active again) and ends every session; a new signing algorithm rotates
+/// the key (the old one stays published until its tokens expire).
 pub async fn update(
     state: &AppState,
     slug: &str,
@@ -167,10 +169,15 @@ pub async fn update(
     let leeway = state.config.clock_leeway_seconds as i64;
     let delay = chrono::Duration::seconds(state.config.key_activation_delay_seconds as i64);
     let to_write = tenant.clone();
+    let suspending =
+        previous_status != TenantStatus::Suspended && tenant.status == TenantStatus::Suspended;
     state
         .db
         .transaction(move |c| {
             tenants::update(c, &to_write)?;
+            if suspending {
+                clients::renew_generations(c, &to_write.slug)?;
+            }
             if new_alg != previous_alg {
                 keys::rotate(
                     c,
@@ -184,16 +191,17 @@ pub async fn update(
             Ok(())
         })
         .await?;
+    // Announced on every call, so a call that failed half-way can be repeated.
     state.changed(Change::Tenant(slug.to_owned())).await?;
+    state.changed(Change::Clients(slug.to_owned())).await?;
     if new_alg != previous_alg {
         state.changed(Change::Keys(slug.to_owned())).await?;
     }
+    if tenant.status == TenantStatus::Suspended {
+        end_all_sessions(state, &tenant).await?;
+    }
     if tenant.status != previous_status {
         let suspended = tenant.status == TenantStatus::Suspended;
-        state.sessions.set_tenant_suspended(slug, suspended).await?;
-        if suspended {
-            end_all_sessions(state, &tenant).await?;
-        }
         let action = if suspended {
             "tenant.suspend"
         } else {
@@ -214,7 +222,15 @@ async fn end_all_sessions(state: &AppState, tenant: &Tenant) -> AppResult<()> {
         for user in &page.items {
             state
                 .sessions
-                .end_user_sessions(&tenant.slug, &user.id, None, EndReason::Disabled, linger)
+                .end_user_sessions(
+                    &tenant.slug,
+                    &user.id,
+                    UserCut {
+                        except: None,
+                        reason: EndReason::Disabled,
+                        linger,
+                    },
+                )
                 .await?;
         }
         match page.next_cursor {
@@ -240,6 +256,7 @@ pub async fn delete(state: &AppState, slug: &str, origin: &Origin) -> AppResult<
     state.sessions.purge_tenant(slug).await?;
     for change in [
         Change::Tenant(slug.to_owned()),
+        Change::Clients(slug.to_owned()),
         Change::Keys(slug.to_owned()),
         Change::Policy(slug.to_owned()),
     ] {

@@ -8,7 +8,7 @@ use crate::state::AppState;
 use crate::store::db::Page;
 use crate::store::db::tenants::Tenant;
 use crate::store::db::users::{self, User};
-use crate::store::session::EndReason;
+use crate::store::session::{EndReason, UserCut};
 
 /// Checks a new password against the tenant's policy.
 pub fn check_policy(tenant: &Tenant, email: &str, password: &str) -> AppResult<()> {
@@ -125,7 +125,15 @@ pub async fn update(
     if patch.status == Some(UserStatus::Disabled) {
         state
             .sessions
-            .end_user_sessions(&tenant.slug, &user.id, None, EndReason::Disabled, linger)
+            .end_user_sessions(
+                &tenant.slug,
+                &user.id,
+                UserCut {
+                    except: None,
+                    reason: EndReason::Disabled,
+                    linger,
+                },
+            )
             .await?;
         super::audit::record(
             state,
@@ -139,7 +147,15 @@ pub async fn update(
     } else if patch.password.is_some() {
         state
             .sessions
-            .end_user_sessions(&tenant.slug, &user.id, None, EndReason::Revoked, linger)
+            .end_user_sessions(
+                &tenant.slug,
+                &user.id,
+                UserCut {
+                    except: None,
+                    reason: EndReason::Revoked,
+                    linger,
+                },
+            )
             .await?;
     }
     if patch.unlock {
@@ -185,9 +201,11 @@ pub async fn delete(state: &AppState, tenant: &Tenant, id: &str, origin: &Origin
         .end_user_sessions(
             &tenant.slug,
             id,
-            None,
-            EndReason::Revoked,
-            state.linger(tenant),
+            UserCut {
+                except: None,
+                reason: EndReason::Revoked,
+                linger: state.linger(tenant),
+            },
         )
         .await?;
     state

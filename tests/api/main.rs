@@ -6,6 +6,7 @@ mod authz;
 mod cli;
 mod compose;
 mod crash;
+mod cutoffs;
 mod errors;
 mod faults;
 mod flow;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use latchkey::store::session::{
     AccessState, EndReason, LockoutPolicy, LoginLock, MemoryStore, RedisStore, RefreshRecord,
-    RefreshState, RotateOutcome, Rotation, SessionRecord, SessionStore,
+    RefreshState, RotateOutcome, Rotation, SessionRecord, SessionStore, UserCut,
 };
 
 async fn stores() -> Vec<(&'static str, Arc<dyn SessionStore>)> {
@@ -47,6 +47,15 @@ fn record(s: &SessionRecord) -> RefreshRecord {
         expires_at: now + 600,
         family_expires_at: now + 3600,
         scope: "openid".to_owned(),
+        client_generation: "g1".to_owned(),
+    }
+}
+
+fn cut(except: Option<&str>, reason: EndReason) -> UserCut<'_> {
+    UserCut {
+        except,
+        reason,
+        linger: 60,
     }
 }
 
@@ -55,8 +64,14 @@ async fn sessions_are_created_listed_touched_and_ended() {
     for (name, store) in stores().await {
         let a = session("u1");
         let b = session("u1");
-        store.create_session("t1", &a, 60).await.expect("create");
-        store.create_session("t1", &b, 60).await.expect("create");
+        store
+            .create_session("t1", &a, 60, 100, 60)
+            .await
+            .expect("create");
+        store
+            .create_session("t1", &b, 60, 100, 60)
+            .await
+            .expect("create");
         assert_eq!(
             store.get_session("t1", &a.id).await.expect("get"),
             Some(a.clone()),
@@ -89,7 +104,7 @@ async fn sessions_are_created_listed_touched_and_ended() {
 
         assert_eq!(
             store
-                .access_state("t1", "j1", Some(&a.id), "admin-cli")
+                .access_state("t1", "j1", Some((&a.id, "u1")))
                 .await
                 .expect("state"),
             AccessState::Active
@@ -110,7 +125,7 @@ async fn sessions_are_created_listed_touched_and_ended() {
         );
         assert_eq!(
             store
-                .access_state("t1", "j1", Some(&a.id), "admin-cli")
+                .access_state("t1", "j1", Some((&a.id, "u1")))
                 .await
                 .expect("state"),
             AccessState::Revoked,
@@ -126,7 +141,7 @@ async fn sessions_are_created_listed_touched_and_ended() {
 
         assert_eq!(
             store
-                .end_user_sessions("t1", "u1", None, EndReason::Disabled, 60)
+                .end_user_sessions("t1", "u1", cut(None, EndReason::Disabled))
                 .await
                 .expect("end all"),
             1,
@@ -134,7 +149,7 @@ async fn sessions_are_created_listed_touched_and_ended() {
         );
         assert_eq!(
             store
-                .access_state("t1", "j1", Some(&b.id), "admin-cli")
+                .access_state("t1", "j1", Some((&b.id, "u1")))
                 .await
                 .expect("state"),
             AccessState::Disabled,
@@ -142,7 +157,7 @@ async fn sessions_are_created_listed_touched_and_ended() {
         );
         assert_eq!(
             store
-                .access_state("t1", "j1", Some("never-existed"), "admin-cli")
+                .access_state("t1", "j1", Some(("never-existed", "u1")))
                 .await
                 .expect("state"),
             AccessState::Revoked
@@ -155,10 +170,16 @@ async fn ending_every_session_but_one_keeps_that_one() {
     for (name, store) in stores().await {
         let keep = session("u2");
         let other = session("u2");
-        store.create_session("t", &keep, 60).await.expect("create");
-        store.create_session("t", &other, 60).await.expect("create");
+        store
+            .create_session("t", &keep, 60, 100, 60)
+            .await
+            .expect("create");
+        store
+            .create_session("t", &other, 60, 100, 60)
+            .await
+            .expect("create");
         let n = store
-            .end_user_sessions("t", "u2", Some(&keep.id), EndReason::Revoked, 60)
+            .end_user_sessions("t", "u2", cut(Some(&keep.id), EndReason::Revoked))
             .await
             .expect("end");
         assert_eq!(n, 1, "{name}");
@@ -185,7 +206,10 @@ async fn ending_every_session_but_one_keeps_that_one() {
 async fn rotation_is_compare_and_swap_and_revocation_stops_it() {
     for (name, store) in stores().await {
         let s = session("u3");
-        store.create_session("t", &s, 60).await.expect("create");
+        store
+            .create_session("t", &s, 60, 100, 60)
+            .await
+            .expect("create");
         let r = record(&s);
         store.start_family("t", "h0", &r).await.expect("start");
         let entry = store
@@ -303,35 +327,23 @@ async fn a_denied_jti_expires_with_its_ttl() {
     for (name, store) in stores().await {
         store.deny_jti("t", "jti-1", 1).await.expect("deny");
         assert_eq!(
-            store
-                .access_state("t", "jti-1", None, "c")
-                .await
-                .expect("state"),
+            store.access_state("t", "jti-1", None).await.expect("state"),
             AccessState::Revoked,
             "{name}"
         );
         assert_eq!(
-            store
-                .access_state("t", "jti-2", None, "c")
-                .await
-                .expect("state"),
+            store.access_state("t", "jti-2", None).await.expect("state"),
             AccessState::Active,
             "{name}"
         );
         assert_eq!(
-            store
-                .access_state("u", "jti-1", None, "c")
-                .await
-                .expect("state"),
+            store.access_state("u", "jti-1", None).await.expect("state"),
             AccessState::Active,
             "{name}"
         );
         tokio::time::sleep(Duration::from_millis(1100)).await;
         assert_eq!(
-            store
-                .access_state("t", "jti-1", None, "c")
-                .await
-                .expect("state"),
+            store.access_state("t", "jti-1", None).await.expect("state"),
             AccessState::Active,
             "{name}"
         );
@@ -339,64 +351,140 @@ async fn a_denied_jti_expires_with_its_ttl() {
 }
 
 #[tokio::test]
-async fn suspended_tenants_and_disabled_clients_are_disabled_until_cleared() {
+async fn a_user_cut_off_ends_sessions_the_index_lost_and_keeps_later_ones() {
     for (name, store) in stores().await {
+        let user = format!("u-cut-{name}");
+        let old = session(&user);
         store
-            .set_tenant_suspended("t", true)
+            .create_session("t", &old, 60, 100, 60)
             .await
-            .expect("suspend");
+            .expect("create");
+        // Listing, ending and cutting all agree on a user with no sessions.
+        let n = store
+            .end_user_sessions("t", "nobody", cut(None, EndReason::Revoked))
+            .await
+            .expect("end none");
+        assert_eq!(n, 0, "{name}");
+        let n = store
+            .end_user_sessions("t", &user, cut(None, EndReason::Disabled))
+            .await
+            .expect("end all");
+        assert_eq!(n, 1, "{name}");
         assert_eq!(
             store
-                .access_state("t", "j", None, "c")
+                .access_state("t", "j", Some((&old.id, &user)))
                 .await
                 .expect("state"),
             AccessState::Disabled,
-            "{name}"
+            "{name}: the cut-off answers with its reason"
         );
+        let later = session(&user);
         store
-            .set_tenant_suspended("t", false)
+            .create_session("t", &later, 60, 100, 60)
             .await
-            .expect("activate");
+            .expect("create");
         assert_eq!(
             store
-                .access_state("t", "j", None, "c")
+                .access_state("t", "j", Some((&later.id, &user)))
                 .await
                 .expect("state"),
             AccessState::Active,
+            "{name}: a session begun after the cut-off lives"
+        );
+        let listed = store.list_user_sessions("t", &user).await.expect("list");
+        assert_eq!(
+            listed.iter().map(|s| s.id.clone()).collect::<Vec<_>>(),
+            vec![later.id.clone()],
             "{name}"
         );
-        store
-            .set_client_disabled("t", "c", true)
+    }
+}
+
+#[tokio::test]
+async fn a_user_past_the_session_cap_loses_the_oldest_sessions() {
+    for (name, store) in stores().await {
+        let user = format!("u-cap-{name}");
+        let mut ids: Vec<String> = Vec::new();
+        for i in 0..5 {
+            let mut s = session(&user);
+            s.created_at += i;
+            let ended = store
+                .create_session("t", &s, 60, 3, 60)
+                .await
+                .expect("create");
+            if i < 3 {
+                assert!(ended.is_empty(), "{name}");
+            } else {
+                assert_eq!(ended, vec![ids[(i - 3) as usize].clone()], "{name}");
+            }
+            ids.push(s.id.clone());
+        }
+        let listed: Vec<String> = store
+            .list_user_sessions("t", &user)
             .await
-            .expect("disable");
+            .expect("list")
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(listed, ids[2..].to_vec(), "{name}");
         assert_eq!(
             store
-                .access_state("t", "j", None, "c")
+                .access_state("t", "j", Some((&ids[0], &user)))
                 .await
                 .expect("state"),
-            AccessState::Disabled,
+            AccessState::Revoked,
             "{name}"
         );
-        assert_eq!(
+    }
+}
+
+#[tokio::test]
+async fn listing_and_ending_page_through_many_sessions() {
+    for (name, store) in stores().await {
+        let user = format!("u-many-{name}");
+        let mut ids = Vec::new();
+        for i in 0..230 {
+            let mut s = session(&user);
+            s.created_at += i;
             store
-                .access_state("t", "j", None, "d")
+                .create_session("t", &s, 60, 1000, 60)
                 .await
-                .expect("state"),
-            AccessState::Active,
-            "{name}"
-        );
-        store
-            .set_client_disabled("t", "c", false)
+                .expect("create");
+            ids.push(s.id);
+        }
+        for sid in ids.iter().step_by(3) {
+            store
+                .end_session("t", sid, EndReason::Revoked, 60)
+                .await
+                .expect("end");
+        }
+        let live: Vec<String> = ids
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 3 != 0)
+            .map(|(_, id)| id.clone())
+            .collect();
+        let listed: Vec<String> = store
+            .list_user_sessions("t", &user)
             .await
-            .expect("enable");
-        assert_eq!(
-            store
-                .access_state("t", "j", None, "c")
-                .await
-                .expect("state"),
-            AccessState::Active,
-            "{name}"
-        );
+            .expect("list")
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(listed, live, "{name}");
+        let n = store
+            .end_user_sessions("t", &user, cut(Some(&live[0]), EndReason::Revoked))
+            .await
+            .expect("end all");
+        assert_eq!(n, live.len() - 1, "{name}");
+        let listed: Vec<String> = store
+            .list_user_sessions("t", &user)
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        assert_eq!(listed, vec![live[0].clone()], "{name}");
     }
 }
 
@@ -404,8 +492,14 @@ async fn suspended_tenants_and_disabled_clients_are_disabled_until_cleared() {
 async fn purging_a_tenant_removes_its_state_only() {
     for (name, store) in stores().await {
         let s = session("u4");
-        store.create_session("gone", &s, 60).await.expect("create");
-        store.create_session("kept", &s, 60).await.expect("create");
+        store
+            .create_session("gone", &s, 60, 100, 60)
+            .await
+            .expect("create");
+        store
+            .create_session("kept", &s, 60, 100, 60)
+            .await
+            .expect("create");
         store.purge_tenant("gone").await.expect("purge");
         assert!(
             store

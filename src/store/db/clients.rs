@@ -23,6 +23,7 @@ struct ClientRow {
     builtin: bool,
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
+    generation: String,
 }
 
 /// A client as stored. `Debug` leaves the secret hash out.
@@ -39,6 +40,9 @@ pub struct Client {
     pub enabled: bool,
     pub builtin: bool,
     pub created_at: NaiveDateTime,
+    /// Tokens carry the generation they were issued under; a new one starts
+    /// when the client is disabled or its tenant suspended (never reused).
+    pub generation: String,
 }
 
 impl std::fmt::Debug for Client {
@@ -76,6 +80,7 @@ impl TryFrom<ClientRow> for Client {
             enabled: r.enabled,
             builtin: r.builtin,
             created_at: r.created_at,
+            generation: r.generation,
         })
     }
 }
@@ -98,6 +103,7 @@ fn to_row(c: &Client) -> Result<ClientRow, StoreError> {
         builtin: c.builtin,
         created_at: c.created_at,
         updated_at: now(),
+        generation: c.generation.clone(),
     })
 }
 
@@ -167,6 +173,7 @@ pub fn update(conn: &mut DbConnection, c: &Client) -> Result<(), StoreError> {
             clients::audience.eq(row.audience),
             clients::enabled.eq(row.enabled),
             clients::updated_at.eq(row.updated_at),
+            clients::generation.eq(row.generation),
         ))
         .execute(conn)?;
     if n == 0 {
@@ -180,5 +187,23 @@ pub fn delete(conn: &mut DbConnection, tenant: &str, client_id: &str) -> Result<
     if n == 0 {
         return Err(StoreError::NotFound("client"));
     }
+    Ok(())
+}
+
+/// A fresh client generation: random, so a re-created client id never
+/// matches tokens of the client that had it before.
+pub fn new_generation() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..16].to_owned()
+}
+
+/// Starts a new generation for every client of a tenant (suspension): all
+/// tokens issued so far stay dead whatever happens to the tenant later.
+pub fn renew_generations(conn: &mut DbConnection, tenant: &str) -> Result<(), StoreError> {
+    diesel::update(clients::table.filter(clients::tenant.eq(tenant)))
+        .set((
+            clients::generation.eq(new_generation()),
+            clients::updated_at.eq(now()),
+        ))
+        .execute(conn)?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! pool so the async workers never wait on the database.
 
 pub mod audit;
+pub mod changes;
 pub mod clients;
 pub mod keys;
 pub mod policies;

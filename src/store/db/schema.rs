@@ -40,6 +40,15 @@ diesel::table! {
         builtin -> Bool,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        generation -> Text,
+    }
+}
+
+diesel::table! {
+    changes (seq) {
+        seq -> BigInt,
+        message -> Text,
+        at -> Timestamp,
     }
 }
 
@@ -106,4 +115,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     roles,
     casbin_rules,
     audit_events,
+    changes,
 );

@@ -1,6 +1,6 @@
-//! The in-process session store of embedded mode: the same semantics and
-//! TTLs as Redis, behind one mutex (every operation is short and never awaits
-//! while holding it).
+//! The in-process session store of embedded mode: the same keys, values,
+//! semantics and TTLs as the Redis store and its scripts, behind one mutex
+//! (every operation is short and never awaits while holding it).
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{
-    AccessState, EndReason, LockoutPolicy, LoginLock, RefreshEntry, RefreshRecord, RefreshState,
-    RotateOutcome, Rotation, SessionRecord, SessionStore,
+    AccessState, CUT_MIN_TTL, EndReason, LockoutPolicy, LoginLock, RefreshEntry, RefreshRecord,
+    RefreshState, RotateOutcome, Rotation, SessionRecord, SessionStore, UserCut, active_generation,
+    parse_cutoff, standing,
 };
 use crate::store::StoreError;
 
@@ -38,16 +39,19 @@ struct Family {
     active: bool,
 }
 
+/// The same keys and values as the Redis store (see `redis.rs`).
 #[derive(Default)]
 struct Inner {
-    /// Session state: "active" | "revoked" | "disabled".
+    /// Session state: `active:{generation}` | `revoked` | `disabled`.
     state: HashMap<String, Expiring<String>>,
     sessions: HashMap<String, Expiring<SessionRecord>>,
-    user_sessions: HashMap<String, BTreeSet<String>>,
+    /// The user's session ids by creation time (Redis: a sorted set).
+    user_sessions: HashMap<String, Expiring<BTreeSet<(i64, String)>>>,
+    /// User cut-offs: `{generation}:{reason}`.
+    cuts: HashMap<String, Expiring<String>>,
     refresh: HashMap<String, Expiring<RefreshSlot>>,
     families: HashMap<String, Expiring<Family>>,
     denied: HashMap<String, Expiring<()>>,
-    flags: HashMap<String, ()>,
     /// Failed sign-ins: (state, window start).
     locks: HashMap<String, Expiring<(LoginLock, i64)>>,
     writes: u64,
@@ -85,37 +89,80 @@ impl Inner {
         self.families.retain(|_, e| e.live(now));
         self.denied.retain(|_, e| e.live(now));
         self.locks.retain(|_, e| e.live(now));
-        let sessions = &self.sessions;
-        for set in self.user_sessions.values_mut() {
-            set.retain(|k| sessions.contains_key(k));
-        }
-        self.user_sessions.retain(|_, s| !s.is_empty());
+        self.cuts.retain(|_, e| e.live(now));
+        self.user_sessions
+            .retain(|_, e| e.live(now) && !e.value.is_empty());
     }
 
-    fn session_active(&self, tenant: &str, sid: &str) -> bool {
-        Self::get_live(&self.state, &key(tenant, "sst", sid)).is_some_and(|s| s == "active")
+    fn cutoff(&self, tenant: &str, user: &str) -> Option<&str> {
+        Self::get_live(&self.cuts, &key(tenant, "ucut", user)).map(String::as_str)
     }
 
-    fn end(&mut self, tenant: &str, sid: &str, reason: EndReason, linger: u64) -> bool {
-        let state_key = key(tenant, "sst", sid);
-        if !self.session_active(tenant, sid) {
-            return false;
-        }
+    fn state_of(&self, tenant: &str, sid: &str) -> Option<&str> {
+        Self::get_live(&self.state, &key(tenant, "sst", sid)).map(String::as_str)
+    }
+
+    /// Whether a session is active and not cut off.
+    fn session_live(&self, tenant: &str, sid: &str, user: &str) -> bool {
+        standing(self.state_of(tenant, sid), self.cutoff(tenant, user)) == AccessState::Active
+    }
+
+    fn set_state(&mut self, tenant: &str, sid: &str, value: &str, linger: u64) {
         self.state.insert(
-            state_key,
+            key(tenant, "sst", sid),
             Expiring {
-                value: reason.as_str().to_owned(),
-                until: after(linger),
+                value: value.to_owned(),
+                until: after(linger.max(1)),
             },
         );
+    }
+
+    /// Marks a session over and forgets its record (`end_session.lua`).
+    fn end(&mut self, tenant: &str, sid: &str, reason: EndReason, linger: u64) -> bool {
+        if self
+            .state_of(tenant, sid)
+            .and_then(active_generation)
+            .is_none()
+        {
+            return false;
+        }
+        let user =
+            Self::get_live(&self.sessions, &key(tenant, "sess", sid)).map(|s| s.user_id.clone());
+        let was = user
+            .as_deref()
+            .is_none_or(|u| self.session_live(tenant, sid, u));
+        self.set_state(tenant, sid, reason.as_str(), linger);
         if let Some(s) = self.sessions.remove(&key(tenant, "sess", sid))
             && let Some(set) = self
                 .user_sessions
                 .get_mut(&key(tenant, "usess", &s.value.user_id))
         {
-            set.remove(&key(tenant, "sess", sid));
+            set.value.remove(&(s.value.created_at, sid.to_owned()));
         }
-        true
+        was
+    }
+
+    /// The user's index, oldest first, when it has not expired.
+    fn index(&self, tenant: &str, user: &str) -> Vec<(i64, String)> {
+        Self::get_live(&self.user_sessions, &key(tenant, "usess", user))
+            .map(|set| set.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn unindex(&mut self, tenant: &str, user: &str, entry: &(i64, String)) {
+        if let Some(set) = self.user_sessions.get_mut(&key(tenant, "usess", user)) {
+            set.value.remove(entry);
+        }
+    }
+}
+
+/// Sets a TTL only ever longer (`grow` in `lua/prelude.lua`).
+fn grow(until: &mut Option<Instant>, seconds: u64) {
+    let wanted = after(seconds);
+    if let (Some(current), Some(wanted)) = (*until, wanted)
+        && current < wanted
+    {
+        *until = Some(wanted);
     }
 }
 
@@ -138,30 +185,83 @@ impl SessionStore for MemoryStore {
         tenant: &str,
         session: &SessionRecord,
         ttl: u64,
-    ) -> Result<(), StoreError> {
+        max_sessions: usize,
+        linger: u64,
+    ) -> Result<Vec<String>, StoreError> {
         let mut inner = self.inner.lock();
-        let sess_key = key(tenant, "sess", &session.id);
-        inner.state.insert(
-            key(tenant, "sst", &session.id),
-            Expiring {
-                value: "active".to_owned(),
-                until: after(ttl),
-            },
-        );
+        let ttl = ttl.max(1);
+        let user = &session.user_id;
+        let cut_key = key(tenant, "ucut", user);
+        let generation = match inner
+            .cuts
+            .get_mut(&cut_key)
+            .filter(|e| e.live(Instant::now()))
+        {
+            Some(e) => {
+                grow(&mut e.until, ttl);
+                parse_cutoff(Some(&e.value)).0
+            }
+            None => {
+                inner.cuts.insert(
+                    cut_key,
+                    Expiring {
+                        value: "0:revoked".to_owned(),
+                        until: after(ttl),
+                    },
+                );
+                0
+            }
+        };
+        inner.set_state(tenant, &session.id, &format!("active:{generation}"), ttl);
         inner.sessions.insert(
-            sess_key.clone(),
+            key(tenant, "sess", &session.id),
             Expiring {
                 value: session.clone(),
                 until: after(ttl),
             },
         );
-        inner
+        let index_key = key(tenant, "usess", user);
+        let now = Instant::now();
+        let index = inner
             .user_sessions
-            .entry(key(tenant, "usess", &session.user_id))
-            .or_default()
-            .insert(sess_key);
+            .entry(index_key.clone())
+            .and_modify(|e| {
+                if e.live(now) {
+                    grow(&mut e.until, ttl);
+                } else {
+                    *e = Expiring {
+                        value: BTreeSet::new(),
+                        until: after(ttl),
+                    };
+                }
+            })
+            .or_insert_with(|| Expiring {
+                value: BTreeSet::new(),
+                until: after(ttl),
+            });
+        index.value.insert((session.created_at, session.id.clone()));
+        let mut ended = Vec::new();
+        while inner
+            .user_sessions
+            .get(&index_key)
+            .is_some_and(|e| e.value.len() > max_sessions.max(1))
+        {
+            let Some(oldest) = inner
+                .user_sessions
+                .get_mut(&index_key)
+                .and_then(|e| e.value.pop_first())
+            else {
+                break;
+            };
+            let sid = oldest.1;
+            if inner.session_live(tenant, &sid, user) {
+                inner.set_state(tenant, &sid, EndReason::Revoked.as_str(), linger);
+                inner.sessions.remove(&key(tenant, "sess", &sid));
+                ended.push(sid);
+            }
+        }
         inner.after_write();
-        Ok(())
+        Ok(ended)
     }
 
     async fn get_session(
@@ -170,10 +270,12 @@ impl SessionStore for MemoryStore {
         sid: &str,
     ) -> Result<Option<SessionRecord>, StoreError> {
         let inner = self.inner.lock();
-        if !inner.session_active(tenant, sid) {
+        let Some(session) = Inner::get_live(&inner.sessions, &key(tenant, "sess", sid)) else {
             return Ok(None);
-        }
-        Ok(Inner::get_live(&inner.sessions, &key(tenant, "sess", sid)).cloned())
+        };
+        Ok(inner
+            .session_live(tenant, sid, &session.user_id)
+            .then(|| session.clone()))
     }
 
     async fn list_user_sessions(
@@ -181,15 +283,18 @@ impl SessionStore for MemoryStore {
         tenant: &str,
         user_id: &str,
     ) -> Result<Vec<SessionRecord>, StoreError> {
-        let inner = self.inner.lock();
-        let Some(set) = inner.user_sessions.get(&key(tenant, "usess", user_id)) else {
-            return Ok(Vec::new());
-        };
-        let mut out: Vec<SessionRecord> = set
-            .iter()
-            .filter_map(|k| Inner::get_live(&inner.sessions, k).cloned())
-            .filter(|s| inner.session_active(tenant, &s.id))
-            .collect();
+        let mut inner = self.inner.lock();
+        let mut out = Vec::new();
+        for entry in inner.index(tenant, user_id) {
+            let record = inner
+                .session_live(tenant, &entry.1, user_id)
+                .then(|| Inner::get_live(&inner.sessions, &key(tenant, "sess", &entry.1)).cloned())
+                .flatten();
+            match record {
+                Some(r) => out.push(r),
+                None => inner.unindex(tenant, user_id, &entry),
+            }
+        }
         out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(out)
     }
@@ -219,28 +324,51 @@ impl SessionStore for MemoryStore {
         &self,
         tenant: &str,
         user_id: &str,
-        except: Option<&str>,
-        reason: EndReason,
-        linger: u64,
+        cut: UserCut<'_>,
     ) -> Result<usize, StoreError> {
         let mut inner = self.inner.lock();
-        let ids: Vec<String> = inner
-            .user_sessions
-            .get(&key(tenant, "usess", user_id))
-            .map(|set| {
-                set.iter()
-                    .filter_map(|k| Inner::get_live(&inner.sessions, k).map(|s| s.id.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut n = 0;
-        for sid in ids {
-            if Some(sid.as_str()) != except && inner.end(tenant, &sid, reason, linger) {
-                n += 1;
+        // cut_user.lua
+        let cut_key = key(tenant, "ucut", user_id);
+        let now = Instant::now();
+        let existing = inner.cuts.get(&cut_key).filter(|e| e.live(now)).cloned();
+        let generation = parse_cutoff(existing.as_ref().map(|e| e.value.as_str())).0 + 1;
+        let value = format!("{generation}:{}", cut.reason.as_str());
+        let until = match existing {
+            Some(e) => e.until,
+            None => after(cut.linger.max(CUT_MIN_TTL)),
+        };
+        if let Some(sid) = cut.except {
+            let carried = inner
+                .state_of(tenant, sid)
+                .and_then(active_generation)
+                .is_some_and(|g| g + 1 >= generation);
+            if carried && let Some(e) = inner.state.get_mut(&key(tenant, "sst", sid)) {
+                e.value = format!("active:{generation}");
+            }
+        }
+        inner.cuts.insert(cut_key, Expiring { value, until });
+        // end_page.lua, over the whole index at once
+        let mut ended = 0;
+        for entry in inner.index(tenant, user_id) {
+            let sid = &entry.1;
+            if Some(sid.as_str()) == cut.except {
+                continue;
+            }
+            match inner.state_of(tenant, sid).and_then(active_generation) {
+                None => inner.unindex(tenant, user_id, &entry),
+                Some(g) if g < generation => {
+                    inner.set_state(tenant, sid, cut.reason.as_str(), cut.linger);
+                    inner.sessions.remove(&key(tenant, "sess", sid));
+                    inner.unindex(tenant, user_id, &entry);
+                    if g + 1 == generation {
+                        ended += 1;
+                    }
+                }
+                Some(_) => {}
             }
         }
         inner.after_write();
-        Ok(n)
+        Ok(ended)
     }
 
     async fn start_family(
@@ -295,7 +423,11 @@ impl SessionStore for MemoryStore {
         };
         Ok(Some(RefreshEntry {
             family_active: family.is_some_and(|f| f.active),
-            session_active: inner.session_active(tenant, &slot.record.session_id),
+            session_active: inner.session_live(
+                tenant,
+                &slot.record.session_id,
+                &slot.record.user_id,
+            ),
             record: slot.record.clone(),
             state,
         }))
@@ -314,8 +446,12 @@ impl SessionStore for MemoryStore {
             _ => return Ok(RotateOutcome::LostRace),
         }
         let family_active = Inner::get_live(&inner.families, &fam_key).is_some_and(|f| f.active);
-        if !family_active || !inner.session_active(tenant, &r.new_record.session_id) {
+        let n = r.new_record;
+        if !family_active || !inner.session_live(tenant, &n.session_id, &n.user_id) {
             return Ok(RotateOutcome::Revoked);
+        }
+        if let Some(e) = inner.sessions.get_mut(&key(tenant, "sess", &n.session_id)) {
+            e.value.last_used_at = r.now;
         }
         if let Some(old) = inner.refresh.get_mut(&old_key) {
             old.value.rotated = Some((r.now, r.new_hash.to_owned(), r.sealed_successor.to_owned()));
@@ -362,55 +498,16 @@ impl SessionStore for MemoryStore {
         &self,
         tenant: &str,
         jti: &str,
-        sid: Option<&str>,
-        client_id: &str,
+        session: Option<(&str, &str)>,
     ) -> Result<AccessState, StoreError> {
         let inner = self.inner.lock();
-        if inner.flags.contains_key(&key(tenant, "suspended", ""))
-            || inner.flags.contains_key(&key(tenant, "cdis", client_id))
-        {
-            return Ok(AccessState::Disabled);
-        }
         if Inner::get_live(&inner.denied, &key(tenant, "deny", jti)).is_some() {
             return Ok(AccessState::Revoked);
         }
-        if let Some(sid) = sid {
-            return Ok(
-                match Inner::get_live(&inner.state, &key(tenant, "sst", sid)).map(String::as_str) {
-                    Some("active") => AccessState::Active,
-                    Some("disabled") => AccessState::Disabled,
-                    _ => AccessState::Revoked,
-                },
-            );
-        }
-        Ok(AccessState::Active)
-    }
-
-    async fn set_tenant_suspended(&self, tenant: &str, suspended: bool) -> Result<(), StoreError> {
-        let mut inner = self.inner.lock();
-        let k = key(tenant, "suspended", "");
-        if suspended {
-            inner.flags.insert(k, ());
-        } else {
-            inner.flags.remove(&k);
-        }
-        Ok(())
-    }
-
-    async fn set_client_disabled(
-        &self,
-        tenant: &str,
-        client_id: &str,
-        disabled: bool,
-    ) -> Result<(), StoreError> {
-        let mut inner = self.inner.lock();
-        let k = key(tenant, "cdis", client_id);
-        if disabled {
-            inner.flags.insert(k, ());
-        } else {
-            inner.flags.remove(&k);
-        }
-        Ok(())
+        Ok(match session {
+            Some((sid, user)) => standing(inner.state_of(tenant, sid), inner.cutoff(tenant, user)),
+            None => AccessState::Active,
+        })
     }
 
     async fn publish_change(&self, _message: &str) -> Result<(), StoreError> {
@@ -426,7 +523,8 @@ impl SessionStore for MemoryStore {
         inner.refresh.retain(|k, _| !k.starts_with(&prefix));
         inner.families.retain(|k, _| !k.starts_with(&prefix));
         inner.denied.retain(|k, _| !k.starts_with(&prefix));
-        inner.flags.retain(|k, _| !k.starts_with(&prefix));
+        inner.cuts.retain(|k, _| !k.starts_with(&prefix));
+        inner.locks.retain(|k, _| !k.starts_with(&prefix));
         Ok(())
     }
 

@@ -1,6 +1,14 @@
-//! The session store: sessions, refresh-token families, the `jti` deny-list
-//! and the per-user session index. Redis in production, in-process in
-//! embedded mode; both keep the same semantics and TTLs.
+//! The session store: sessions, refresh-token families, the `jti` deny-list,
+//! the per-user session index and cut-off, and sign-in lockout counters.
+//! Redis in production, in-process in embedded mode; both keep the same
+//! semantics and TTLs (one conformance suite runs on both).
+//!
+//! Revocation is recorded against what it cuts off, never as a flag on a
+//! reusable name: a session's state, a family's status, a `jti`, and each
+//! user's *cut-off generation*. Every session remembers the generation of
+//! its user when it was created; ending all of a user's sessions raises the
+//! generation in one step, so a session the index missed, or one created
+//! concurrently, is over all the same (SPEC §4).
 
 mod memory;
 mod redis;
@@ -44,14 +52,90 @@ impl EndReason {
     }
 }
 
-/// What the deny-list and session state say about an access token.
+impl EndReason {
+    fn parse(s: &str) -> Self {
+        if s == "disabled" {
+            Self::Disabled
+        } else {
+            Self::Revoked
+        }
+    }
+}
+
+/// What the deny-list, session state and user cut-off say about an access
+/// token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AccessState {
     Active,
-    /// `jti` denied, or its session ended or expired.
+    /// `jti` denied, or its session ended, expired or was cut off.
     Revoked,
-    /// The user is disabled, the tenant suspended or the client disabled.
+    /// The session ended because the user was disabled or the tenant suspended.
     Disabled,
+}
+
+/// How a user's sessions are ended at once.
+#[derive(Debug, Clone, Copy)]
+pub struct UserCut<'a> {
+    /// A session of the user that survives (password change keeps the
+    /// caller's own session).
+    pub except: Option<&'a str>,
+    pub reason: EndReason,
+    /// How long ended sessions' state lingers (seconds), so their access
+    /// tokens get the right answer until they expire.
+    pub linger: u64,
+}
+
+/// Sessions per page when a user's sessions are listed or ended: no store
+/// call walks more than this many at once.
+pub const SESSION_PAGE: usize = 100;
+
+/// Seconds a cut-off written for a user without one is kept at least: long
+/// enough for any sign-in already past its user lookup to see it.
+pub const CUT_MIN_TTL: u64 = 600;
+
+/// The generation of an active session state (`active:{generation}`; plain
+/// `active` from earlier versions is generation 0), or `None` when it is over.
+fn active_generation(state: &str) -> Option<u64> {
+    let rest = state.strip_prefix("active")?;
+    if rest.is_empty() {
+        return Some(0);
+    }
+    let digits = rest.strip_prefix(':')?;
+    if digits.is_empty() {
+        return Some(0);
+    }
+    digits.parse().ok()
+}
+
+/// A user's cut-off (`{generation}:{reason}`): generation 0 when none.
+fn parse_cutoff(cutoff: Option<&str>) -> (u64, EndReason) {
+    let Some(value) = cutoff.filter(|v| !v.is_empty()) else {
+        return (0, EndReason::Revoked);
+    };
+    let (generation, reason) = value.split_once(':').unwrap_or((value, "revoked"));
+    (generation.parse().unwrap_or(0), EndReason::parse(reason))
+}
+
+/// Where a session stands, from its state value and its user's cut-off
+/// value: the one rule both stores (and every Lua script) apply.
+pub(crate) fn standing(state: Option<&str>, cutoff: Option<&str>) -> AccessState {
+    let Some(state) = state.filter(|s| !s.is_empty()) else {
+        return AccessState::Revoked;
+    };
+    match active_generation(state) {
+        Some(generation) => {
+            let (cut, reason) = parse_cutoff(cutoff);
+            if generation >= cut {
+                AccessState::Active
+            } else if reason == EndReason::Disabled {
+                AccessState::Disabled
+            } else {
+                AccessState::Revoked
+            }
+        }
+        None if state == "disabled" => AccessState::Disabled,
+        None => AccessState::Revoked,
+    }
 }
 
 /// A refresh token, stored under the SHA-256 of its value.
@@ -68,6 +152,9 @@ pub struct RefreshRecord {
     pub family_expires_at: i64,
     /// The scope the family was granted.
     pub scope: String,
+    /// The generation of the client when the family began (see
+    /// `Client::generation`): a family of an earlier generation is dead.
+    pub client_generation: String,
 }
 
 /// Where a presented refresh token stands.
@@ -92,7 +179,7 @@ pub struct RefreshEntry {
     pub state: RefreshState,
     /// False once the family was revoked (reuse detected).
     pub family_active: bool,
-    /// False once the session ended.
+    /// False once the session ended or its user was cut off.
     pub session_active: bool,
 }
 
@@ -196,13 +283,18 @@ impl LockoutPolicy {
 
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    /// Records a new active session. `ttl` bounds how long it can live.
+    /// Records a new active session under the user's current cut-off
+    /// generation. `ttl` (seconds) bounds how long it can live. When the
+    /// user then holds more than `max_sessions` sessions, the oldest are
+    /// ended (`linger` seconds of state); their ids are answered.
     async fn create_session(
         &self,
         tenant: &str,
         session: &SessionRecord,
         ttl: u64,
-    ) -> Result<(), StoreError>;
+        max_sessions: usize,
+        linger: u64,
+    ) -> Result<Vec<String>, StoreError>;
 
     /// The session if it is still active.
     async fn get_session(
@@ -211,7 +303,8 @@ pub trait SessionStore: Send + Sync + 'static {
         sid: &str,
     ) -> Result<Option<SessionRecord>, StoreError>;
 
-    /// The user's active sessions, oldest first.
+    /// The user's active sessions, oldest first (read page by page; ids of
+    /// sessions that are over are dropped from the index on the way).
     async fn list_user_sessions(
         &self,
         tenant: &str,
@@ -231,14 +324,15 @@ pub trait SessionStore: Send + Sync + 'static {
         linger: u64,
     ) -> Result<bool, StoreError>;
 
-    /// Ends every active session of a user but `except`. Returns how many ended.
+    /// Ends every session of a user but `cut.except`: raises the user's
+    /// cut-off generation (atomic: no session of the user created before
+    /// this call survives it, listed or not), then ends the indexed
+    /// sessions page by page. Returns how many active sessions ended.
     async fn end_user_sessions(
         &self,
         tenant: &str,
         user_id: &str,
-        except: Option<&str>,
-        reason: EndReason,
-        linger: u64,
+        cut: UserCut<'_>,
     ) -> Result<usize, StoreError>;
 
     /// Stores the first token of a new family.
@@ -270,26 +364,14 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Denies one access token until it would have expired.
     async fn deny_jti(&self, tenant: &str, jti: &str, ttl: u64) -> Result<(), StoreError>;
 
-    /// The deny-list, session, tenant and client state of an access token,
-    /// in one round trip.
+    /// The deny-list, session state and user cut-off of an access token, in
+    /// one round trip. `session` is `(sid, user_id)` for user tokens.
     async fn access_state(
         &self,
         tenant: &str,
         jti: &str,
-        sid: Option<&str>,
-        client_id: &str,
+        session: Option<(&str, &str)>,
     ) -> Result<AccessState, StoreError>;
-
-    /// Marks a tenant suspended (or active again) for token checks.
-    async fn set_tenant_suspended(&self, tenant: &str, suspended: bool) -> Result<(), StoreError>;
-
-    /// Marks a client disabled (or enabled again) for token checks.
-    async fn set_client_disabled(
-        &self,
-        tenant: &str,
-        client_id: &str,
-        disabled: bool,
-    ) -> Result<(), StoreError>;
 
     /// Tells every other instance about a change (no-op in process).
     async fn publish_change(&self, message: &str) -> Result<(), StoreError>;

@@ -1,6 +1,22 @@
-//! The Redis session store. Every key lives under
-//! `{prefix}:{{tenant}}:`; the hash tag keeps one tenant's keys in one
-//! cluster slot so the Lua scripts may touch several of them atomically.
+//! The Redis session store. Every key lives under `{prefix}:{{tenant}}:`;
+//! the hash tag keeps one tenant's keys in one cluster slot so the Lua
+//! scripts (`lua/*.lua`) may touch several of them atomically.
+//!
+//! Key kinds after the tenant prefix, as `MONITOR` shows them:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `sst:{sid}` | string | session state: `active:{generation}`, `revoked` or `disabled` |
+//! | `sess:{sid}` | hash | session record (user, client, times, IP, user agent) |
+//! | `usess:{user}` | sorted set | the user's session ids, scored by creation time |
+//! | `ucut:{user}` | string | the user's cut-off: `{generation}:{reason}` |
+//! | `rt:{sha256}` | hash | a refresh token, current or rotated |
+//! | `fam:{family}` | hash | a refresh-token family: current token, status |
+//! | `deny:{jti}` | string | an access token revoked through RFC 7009 or logout |
+//! | `lock:{user}` | hash | failed sign-ins and the account lock |
+//!
+//! Every key has a TTL. The store needs `maxmemory-policy noeviction`: an
+//! evicted cut-off or session state would bring tokens back.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,120 +26,46 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
 use super::{
-    AccessState, EndReason, LockoutPolicy, LoginLock, RefreshEntry, RefreshRecord, RefreshState,
-    RotateOutcome, Rotation, SessionRecord, SessionStore,
+    AccessState, CUT_MIN_TTL, EndReason, LockoutPolicy, LoginLock, RefreshEntry, RefreshRecord,
+    RefreshState, RotateOutcome, Rotation, SESSION_PAGE, SessionRecord, SessionStore, UserCut,
+    standing,
 };
 use crate::store::StoreError;
 
-const GET_REFRESH: &str = r"
-local rt = redis.call('HGETALL', KEYS[1])
-if #rt == 0 then return false end
-local h = {}
-for i = 1, #rt, 2 do h[rt[i]] = rt[i + 1] end
-local fam = redis.call('HMGET', ARGV[1] .. 'fam:' .. h['family'], 'current', 'status')
-local sst = redis.call('GET', ARGV[1] .. 'sst:' .. h['sid'])
-return {rt, fam[1] or '', fam[2] or '', sst or ''}
-";
+/// The scripts, each prefixed with the shared helpers of `lua/prelude.lua`.
+/// Every key a script touches carries the tenant's hash tag, so each script
+/// stays within one cluster slot.
+mod scripts {
+    pub const PRELUDE: &str = include_str!("lua/prelude.lua");
+    pub const CREATE_SESSION: &str = include_str!("lua/create_session.lua");
+    pub const GET_SESSION: &str = include_str!("lua/get_session.lua");
+    pub const LIST_PAGE: &str = include_str!("lua/list_page.lua");
+    pub const CUT_USER: &str = include_str!("lua/cut_user.lua");
+    pub const END_PAGE: &str = include_str!("lua/end_page.lua");
+    pub const END_SESSION: &str = include_str!("lua/end_session.lua");
+    pub const GET_REFRESH: &str = include_str!("lua/get_refresh.lua");
+    pub const ROTATE: &str = include_str!("lua/rotate.lua");
+    pub const TOUCH: &str = include_str!("lua/touch.lua");
+    pub const LOGIN_FAILED: &str = include_str!("lua/login_failed.lua");
+}
 
-const ROTATE: &str = r"
-if redis.call('HGET', KEYS[1], 'state') ~= 'current' then return 'race' end
-if redis.call('HGET', KEYS[3], 'status') ~= 'active' then return 'revoked' end
-if redis.call('GET', KEYS[4]) ~= 'active' then return 'revoked' end
-redis.call('HSET', KEYS[1], 'state', 'rotated', 'rotated_at', ARGV[1], 'successor', ARGV[2], 'sealed', ARGV[3])
-redis.call('HSET', KEYS[2], 'family', ARGV[5], 'sid', ARGV[6], 'client', ARGV[7], 'user', ARGV[8],
-  'exp', ARGV[9], 'fexp', ARGV[10], 'scope', ARGV[11], 'state', 'current')
-redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('HSET', KEYS[3], 'current', ARGV[2])
-return 'ok'
-";
-
-/// Ends sessions: ARGV = tenant prefix, reason, linger, except, sid...
-const END_SESSIONS: &str = r"
-local n = 0
-for i = 5, #ARGV do
-  local sid = ARGV[i]
-  if sid ~= ARGV[4] then
-    local sst = ARGV[1] .. 'sst:' .. sid
-    if redis.call('GET', sst) == 'active' then
-      redis.call('SET', sst, ARGV[2], 'EX', ARGV[3])
-      local sess = ARGV[1] .. 'sess:' .. sid
-      local user = redis.call('HGET', sess, 'user_id')
-      if user then redis.call('SREM', ARGV[1] .. 'usess:' .. user, sid) end
-      redis.call('DEL', sess)
-      n = n + 1
-    end
-  end
-end
-return n
-";
-
-/// The user's active sessions; prunes ids whose session is gone.
-const LIST_SESSIONS: &str = r"
-local out = {}
-for _, sid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  if redis.call('GET', ARGV[1] .. 'sst:' .. sid) == 'active' then
-    local s = redis.call('HGETALL', ARGV[1] .. 'sess:' .. sid)
-    if #s > 0 then table.insert(out, s) end
-  else
-    redis.call('SREM', KEYS[1], sid)
-  end
-end
-return out
-";
-
-/// Updates `last_used_at` of a session that still exists (never re-creates it).
-const TOUCH: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'last_used_at', ARGV[1]) end
-return 1
-";
-
-/// One failed sign-in: the steps of `LockoutPolicy::after_failure`, atomically.
-/// KEYS[1] lock hash; ARGV: now, threshold, window, base, max, memory.
-/// Returns {failures, locked_until, level}.
-const LOGIN_FAILED: &str = r"
-local now = tonumber(ARGV[1])
-local threshold = tonumber(ARGV[2])
-local window = tonumber(ARGV[3])
-local base = tonumber(ARGV[4])
-local max = tonumber(ARGV[5])
-local memory = tonumber(ARGV[6])
-local h = redis.call('HMGET', KEYS[1], 'failures', 'window_start', 'locked_until', 'level')
-local failures = tonumber(h[1]) or 0
-local window_start = tonumber(h[2]) or now
-local locked_until = tonumber(h[3]) or 0
-local level = tonumber(h[4]) or 0
-if locked_until > now then
-  return {failures, locked_until, level}
-end
-if failures == 0 or now - window_start >= window then
-  failures = 0
-  window_start = now
-end
-failures = failures + 1
-if failures >= threshold then
-  local seconds = base * (2 ^ math.min(level, 62))
-  if seconds > max then seconds = max end
-  locked_until = now + seconds
-  level = level + 1
-  failures = 0
-end
-redis.call('HSET', KEYS[1], 'failures', failures, 'window_start', window_start,
-  'locked_until', locked_until, 'level', level)
-local keep = memory
-if locked_until > now then keep = keep + (locked_until - now) end
-redis.call('EXPIRE', KEYS[1], keep)
-return {failures, locked_until, level}
-";
+fn script(body: &str) -> Script {
+    Script::new(&format!("{}\n{body}", scripts::PRELUDE))
+}
 
 /// Sessions and tokens in Redis, shared by every instance.
 pub struct RedisStore {
     conn: ConnectionManager,
     prefix: String,
     timeout: Duration,
+    create_session: Script,
+    get_session: Script,
+    list_page: Script,
+    cut_user: Script,
+    end_page: Script,
+    end_session: Script,
     get_refresh: Script,
     rotate: Script,
-    end_sessions: Script,
-    list_sessions: Script,
     touch: Script,
     login_failed: Script,
 }
@@ -151,12 +93,16 @@ impl RedisStore {
             conn,
             prefix: prefix.to_owned(),
             timeout,
-            get_refresh: Script::new(GET_REFRESH),
-            rotate: Script::new(ROTATE),
-            end_sessions: Script::new(END_SESSIONS),
-            list_sessions: Script::new(LIST_SESSIONS),
-            touch: Script::new(TOUCH),
-            login_failed: Script::new(LOGIN_FAILED),
+            create_session: script(scripts::CREATE_SESSION),
+            get_session: script(scripts::GET_SESSION),
+            list_page: script(scripts::LIST_PAGE),
+            cut_user: script(scripts::CUT_USER),
+            end_page: script(scripts::END_PAGE),
+            end_session: script(scripts::END_SESSION),
+            get_refresh: script(scripts::GET_REFRESH),
+            rotate: script(scripts::ROTATE),
+            touch: script(scripts::TOUCH),
+            login_failed: script(scripts::LOGIN_FAILED),
         })
     }
 
@@ -180,30 +126,6 @@ impl RedisStore {
             .map_err(unavailable);
         crate::metrics::store_round_trip(op, started);
         result
-    }
-
-    async fn end_many(
-        &self,
-        tenant: &str,
-        sids: &[String],
-        except: Option<&str>,
-        reason: EndReason,
-        linger: u64,
-    ) -> Result<usize, StoreError> {
-        if sids.is_empty() {
-            return Ok(0);
-        }
-        let mut conn = self.conn.clone();
-        let mut inv = self.end_sessions.prepare_invoke();
-        inv.arg(self.tenant_prefix(tenant))
-            .arg(reason.as_str())
-            .arg(linger.max(1))
-            .arg(except.unwrap_or(""));
-        for sid in sids {
-            inv.arg(sid);
-        }
-        let n: usize = self.call("end_many", inv.invoke_async(&mut conn)).await?;
-        Ok(n)
     }
 }
 
@@ -282,39 +204,33 @@ impl SessionStore for RedisStore {
         tenant: &str,
         s: &SessionRecord,
         ttl: u64,
-    ) -> Result<(), StoreError> {
-        let ttl = ttl.max(1) as i64;
-        let sess = self.key(tenant, "sess", &s.id);
-        let usess = self.key(tenant, "usess", &s.user_id);
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("SET")
-            .arg(self.key(tenant, "sst", &s.id))
-            .arg("active")
-            .arg("EX")
-            .arg(ttl)
-            .ignore()
-            .hset_multiple(
-                &sess,
-                &[
-                    ("id", s.id.clone()),
-                    ("user_id", s.user_id.clone()),
-                    ("client_id", s.client_id.clone()),
-                    ("created_at", s.created_at.to_string()),
-                    ("last_used_at", s.last_used_at.to_string()),
-                    ("ip", s.ip.clone().unwrap_or_default()),
-                    ("user_agent", s.user_agent.clone().unwrap_or_default()),
-                ],
-            )
-            .ignore()
-            .expire(&sess, ttl)
-            .ignore()
-            .sadd(&usess, &s.id)
-            .ignore()
-            .expire(&usess, ttl)
-            .ignore();
+        max_sessions: usize,
+        linger: u64,
+    ) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn.clone();
-        self.call("create_session", pipe.query_async::<()>(&mut conn))
+        let mut inv = self.create_session.prepare_invoke();
+        inv.key(self.key(tenant, "sst", &s.id))
+            .key(self.key(tenant, "sess", &s.id))
+            .key(self.key(tenant, "usess", &s.user_id))
+            .key(self.key(tenant, "ucut", &s.user_id))
+            .arg(ttl.max(1))
+            .arg(&s.id)
+            .arg(s.created_at)
+            .arg(linger.max(1))
+            .arg(max_sessions.max(1))
+            .arg(self.tenant_prefix(tenant));
+        for (field, value) in [
+            ("id", s.id.clone()),
+            ("user_id", s.user_id.clone()),
+            ("client_id", s.client_id.clone()),
+            ("created_at", s.created_at.to_string()),
+            ("last_used_at", s.last_used_at.to_string()),
+            ("ip", s.ip.clone().unwrap_or_default()),
+            ("user_agent", s.user_agent.clone().unwrap_or_default()),
+        ] {
+            inv.arg(field).arg(value);
+        }
+        self.call("create_session", inv.invoke_async(&mut conn))
             .await
     }
 
@@ -324,16 +240,17 @@ impl SessionStore for RedisStore {
         sid: &str,
     ) -> Result<Option<SessionRecord>, StoreError> {
         let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        pipe.get(self.key(tenant, "sst", sid))
-            .hgetall(self.key(tenant, "sess", sid));
-        let (state, hash): (Option<String>, HashMap<String, String>) = self
-            .call("get_session", pipe.query_async(&mut conn))
+        let mut inv = self.get_session.prepare_invoke();
+        inv.key(self.key(tenant, "sst", sid))
+            .key(self.key(tenant, "sess", sid))
+            .arg(self.tenant_prefix(tenant));
+        let (state, flat, cut): (String, Vec<String>, String) = self
+            .call("get_session", inv.invoke_async(&mut conn))
             .await?;
-        if state.as_deref() != Some("active") {
+        if standing(Some(&state), Some(&cut)) != AccessState::Active {
             return Ok(None);
         }
-        Ok(session_from_hash(&hash))
+        Ok(session_from_hash(&pairs_to_map(flat)))
     }
 
     async fn list_user_sessions(
@@ -341,17 +258,28 @@ impl SessionStore for RedisStore {
         tenant: &str,
         user_id: &str,
     ) -> Result<Vec<SessionRecord>, StoreError> {
-        let mut conn = self.conn.clone();
-        let mut inv = self.list_sessions.prepare_invoke();
-        inv.key(self.key(tenant, "usess", user_id))
-            .arg(self.tenant_prefix(tenant));
-        let rows: Vec<Vec<String>> = self
-            .call("list_user_sessions", inv.invoke_async(&mut conn))
-            .await?;
-        let mut out: Vec<SessionRecord> = rows
-            .into_iter()
-            .filter_map(|flat| session_from_hash(&pairs_to_map(flat)))
-            .collect();
+        let mut out: Vec<SessionRecord> = Vec::new();
+        let mut start = 0usize;
+        loop {
+            let mut conn = self.conn.clone();
+            let mut inv = self.list_page.prepare_invoke();
+            inv.key(self.key(tenant, "usess", user_id))
+                .key(self.key(tenant, "ucut", user_id))
+                .arg(self.tenant_prefix(tenant))
+                .arg(start)
+                .arg(SESSION_PAGE);
+            let (seen, dropped, rows): (usize, usize, Vec<Vec<String>>) = self
+                .call("list_user_sessions", inv.invoke_async(&mut conn))
+                .await?;
+            out.extend(
+                rows.into_iter()
+                    .filter_map(|flat| session_from_hash(&pairs_to_map(flat))),
+            );
+            if seen < SESSION_PAGE {
+                break;
+            }
+            start += seen - dropped;
+        }
         out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(out)
     }
@@ -372,26 +300,59 @@ impl SessionStore for RedisStore {
         reason: EndReason,
         linger: u64,
     ) -> Result<bool, StoreError> {
-        Ok(self
-            .end_many(tenant, &[sid.to_owned()], None, reason, linger)
-            .await?
-            > 0)
+        let mut conn = self.conn.clone();
+        let mut inv = self.end_session.prepare_invoke();
+        inv.key(self.key(tenant, "sst", sid))
+            .key(self.key(tenant, "sess", sid))
+            .arg(self.tenant_prefix(tenant))
+            .arg(reason.as_str())
+            .arg(linger.max(1))
+            .arg(sid);
+        let was: i64 = self
+            .call("end_session", inv.invoke_async(&mut conn))
+            .await?;
+        Ok(was == 1)
     }
 
     async fn end_user_sessions(
         &self,
         tenant: &str,
         user_id: &str,
-        except: Option<&str>,
-        reason: EndReason,
-        linger: u64,
+        cut: UserCut<'_>,
     ) -> Result<usize, StoreError> {
         let mut conn = self.conn.clone();
-        let usess = self.key(tenant, "usess", user_id);
-        let sids: Vec<String> = self
-            .call("end_user_sessions", conn.smembers(&usess))
+        let ucut = self.key(tenant, "ucut", user_id);
+        let except_state = cut.except.map(|sid| self.key(tenant, "sst", sid));
+        let mut inv = self.cut_user.prepare_invoke();
+        inv.key(&ucut)
+            .key(except_state.as_deref().unwrap_or(&ucut))
+            .arg(cut.reason.as_str())
+            .arg(cut.linger.max(CUT_MIN_TTL))
+            .arg(if cut.except.is_some() { "1" } else { "0" });
+        let generation: u64 = self
+            .call("end_user_sessions", inv.invoke_async(&mut conn))
             .await?;
-        self.end_many(tenant, &sids, except, reason, linger).await
+        let mut ended = 0usize;
+        let mut start = 0usize;
+        loop {
+            let mut inv = self.end_page.prepare_invoke();
+            inv.key(self.key(tenant, "usess", user_id))
+                .arg(self.tenant_prefix(tenant))
+                .arg(start)
+                .arg(SESSION_PAGE)
+                .arg(generation)
+                .arg(cut.reason.as_str())
+                .arg(cut.linger.max(1))
+                .arg(cut.except.unwrap_or(""));
+            let (seen, dropped, n): (usize, usize, usize) = self
+                .call("end_user_sessions", inv.invoke_async(&mut conn))
+                .await?;
+            ended += n;
+            if seen < SESSION_PAGE {
+                return Ok(ended);
+            }
+            start += seen - dropped;
+        }
     }
 
     async fn start_family(
@@ -419,6 +380,7 @@ impl SessionStore for RedisStore {
                     ("exp", r.expires_at.to_string()),
                     ("fexp", r.family_expires_at.to_string()),
                     ("scope", r.scope.clone()),
+                    ("cgen", r.client_generation.clone()),
                     ("state", "current".to_owned()),
                 ],
             )
@@ -439,10 +401,10 @@ impl SessionStore for RedisStore {
         let mut inv = self.get_refresh.prepare_invoke();
         inv.key(self.key(tenant, "rt", hash))
             .arg(self.tenant_prefix(tenant));
-        let found: Option<(Vec<String>, String, String, String)> = self
+        let found: Option<(Vec<String>, String, String, String, String)> = self
             .call("get_refresh", inv.invoke_async(&mut conn))
             .await?;
-        let Some((flat, family_current, family_status, session_state)) = found else {
+        let Some((flat, family_current, family_status, session_state, cut)) = found else {
             return Ok(None);
         };
         let h = pairs_to_map(flat);
@@ -456,6 +418,7 @@ impl SessionStore for RedisStore {
             expires_at: num("exp"),
             family_expires_at: num("fexp"),
             scope: field("scope"),
+            client_generation: field("cgen"),
         };
         let state = if field("state") == "current" {
             RefreshState::Current
@@ -471,7 +434,7 @@ impl SessionStore for RedisStore {
             record,
             state,
             family_active: family_status == "active",
-            session_active: session_state == "active",
+            session_active: standing(Some(&session_state), Some(&cut)) == AccessState::Active,
         }))
     }
 
@@ -487,6 +450,8 @@ impl SessionStore for RedisStore {
             .key(self.key(tenant, "rt", r.new_hash))
             .key(self.key(tenant, "fam", &n.family_id))
             .key(self.key(tenant, "sst", &n.session_id))
+            .key(self.key(tenant, "ucut", &n.user_id))
+            .key(self.key(tenant, "sess", &n.session_id))
             .arg(r.now)
             .arg(r.new_hash)
             .arg(r.sealed_successor)
@@ -497,7 +462,8 @@ impl SessionStore for RedisStore {
             .arg(&n.user_id)
             .arg(n.expires_at)
             .arg(n.family_expires_at)
-            .arg(&n.scope);
+            .arg(&n.scope)
+            .arg(&n.client_generation);
         let outcome: String = self
             .call("rotate_refresh", inv.invoke_async(&mut conn))
             .await?;
@@ -529,63 +495,29 @@ impl SessionStore for RedisStore {
         &self,
         tenant: &str,
         jti: &str,
-        sid: Option<&str>,
-        client_id: &str,
+        session: Option<(&str, &str)>,
     ) -> Result<AccessState, StoreError> {
         let mut conn = self.conn.clone();
         let deny = self.key(tenant, "deny", jti);
-        let state_key = sid.map(|s| self.key(tenant, "sst", s));
+        let Some((sid, user)) = session else {
+            let denied: Option<String> = self.call("access_state", conn.get(&deny)).await?;
+            return Ok(if denied.is_some() {
+                AccessState::Revoked
+            } else {
+                AccessState::Active
+            });
+        };
         let keys = [
-            deny.clone(),
-            state_key.unwrap_or(deny),
-            format!("{}suspended", self.tenant_prefix(tenant)),
-            self.key(tenant, "cdis", client_id),
+            deny,
+            self.key(tenant, "sst", sid),
+            self.key(tenant, "ucut", user),
         ];
         let values: Vec<Option<String>> = self.call("access_state", conn.mget(&keys)).await?;
         let get = |i: usize| values.get(i).cloned().flatten();
-        if get(2).is_some() || get(3).is_some() {
-            return Ok(AccessState::Disabled);
-        }
         if get(0).is_some() {
             return Ok(AccessState::Revoked);
         }
-        if sid.is_some() {
-            return Ok(match get(1).as_deref() {
-                Some("active") => AccessState::Active,
-                Some("disabled") => AccessState::Disabled,
-                _ => AccessState::Revoked,
-            });
-        }
-        Ok(AccessState::Active)
-    }
-
-    async fn set_tenant_suspended(&self, tenant: &str, suspended: bool) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        let key = format!("{}suspended", self.tenant_prefix(tenant));
-        if suspended {
-            self.call("set_tenant_suspended", conn.set::<_, _, ()>(&key, 1))
-                .await
-        } else {
-            self.call("set_tenant_suspended", conn.del::<_, ()>(&key))
-                .await
-        }
-    }
-
-    async fn set_client_disabled(
-        &self,
-        tenant: &str,
-        client_id: &str,
-        disabled: bool,
-    ) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        let key = self.key(tenant, "cdis", client_id);
-        if disabled {
-            self.call("set_client_disabled", conn.set::<_, _, ()>(&key, 1))
-                .await
-        } else {
-            self.call("set_client_disabled", conn.del::<_, ()>(&key))
-                .await
-        }
+        Ok(standing(get(1).as_deref(), get(2).as_deref()))
     }
 
     async fn publish_change(&self, message: &str) -> Result<(), StoreError> {

@@ -1,0 +1,14 @@
+-- A client's generation: access and refresh tokens carry the generation they
+-- were issued under; disabling the client or suspending its tenant starts a
+-- new one, so nothing issued before comes back when it is enabled again or
+-- when a client with the same id is created.
+ALTER TABLE clients ADD COLUMN generation TEXT NOT NULL DEFAULT '';
+
+-- Cache-invalidating changes, polled by every instance so that a lost
+-- pub/sub message still reaches it within a second.
+CREATE TABLE changes (
+    seq BIGSERIAL PRIMARY KEY,
+    message TEXT NOT NULL,
+    at TIMESTAMP NOT NULL
+);
+CREATE INDEX changes_at ON changes (at);

@@ -1,0 +1,2 @@
+DROP TABLE changes;
+ALTER TABLE clients DROP COLUMN generation;
