@@ -16,7 +16,7 @@ use crate::authn::tokens::{self, AccessClaims};
 use crate::domain::SYSTEM_TENANT;
 use crate::error::{AppError, ErrorCode};
 use crate::service::Origin;
-use crate::service::auth::{authenticate_bearer, check_access_state, token_error};
+use crate::service::token_check::{authenticate_bearer, check_access_state, token_error};
 use crate::state::AppState;
 use crate::store::db::tenants::Tenant;
 

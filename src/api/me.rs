@@ -19,7 +19,7 @@ use crate::api::Json;
 use crate::config::Secret;
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::service::sessions::SessionView;
-use crate::service::{auth, users};
+use crate::service::{account, users};
 use crate::state::AppState;
 use crate::store::session::EndReason;
 
@@ -137,7 +137,7 @@ pub async fn logout(
             .unwrap_or_default()
     };
     let origin = origin(&req, Some(&caller.claims.sub));
-    auth::logout(&state, &caller.tenant, &caller.claims, body.all, &origin).await?;
+    account::logout(&state, &caller.tenant, &caller.claims, body.all, &origin).await?;
     Ok(no_content())
 }
 
@@ -264,7 +264,7 @@ pub async fn change_password(
 ) -> AppResult<HttpResponse> {
     let body = body.into_inner()?;
     let origin = origin(&req, Some(&caller.claims.sub));
-    auth::change_password(
+    account::change_password(
         &state,
         &caller.tenant,
         &caller.claims,

@@ -5,7 +5,8 @@ use crate::api::responses::{
     OAuthBadRequest, OAuthInvalidClient, OAuthNotFound, OAuthPayloadTooLarge, OAuthUnavailable,
     OAuthUnsupportedMediaType,
 };
-use crate::service::auth::{Introspection, TokenResponse};
+use crate::service::introspection::{self, Introspection};
+use crate::service::oauth::TokenResponse;
 use actix_web::post;
 use std::collections::HashMap;
 use utoipa_actix_web::service_config::ServiceConfig;
@@ -20,7 +21,8 @@ use super::body_limit;
 use super::extract::{app_state, load_tenant, origin, realm};
 use crate::config::Secret;
 use crate::error::{AppError, AppResult, ErrorCode, Flavor};
-use crate::service::auth::{self, ClientAuthMethod, ClientCredentials, TokenRequest};
+use crate::service::oauth::{self as grants, ClientAuthMethod, ClientCredentials, TokenRequest};
+use crate::service::revocation;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(token);
@@ -252,7 +254,7 @@ pub async fn token(req: HttpRequest, payload: web::Payload) -> Result<HttpRespon
             refresh_token: form.remove("refresh_token").map(Secret::new),
             scope: form.remove("scope"),
         };
-        let response = auth::token(&state, &tenant, &creds, request, &origin(&req, None)).await?;
+        let response = grants::token(&state, &tenant, &creds, request, &origin(&req, None)).await?;
         Ok(HttpResponse::Ok().json(response))
     })
     .await
@@ -281,13 +283,13 @@ pub async fn revoke(req: HttpRequest, payload: web::Payload) -> Result<HttpRespo
         let tenant = load_tenant(&state, &realm(&req)).await?;
         let mut form = read_form(&req, payload).await?;
         let creds = client_credentials(&req, &mut form)?;
-        let client = auth::authenticate_client(&state, &tenant.slug, &creds).await?;
+        let client = grants::authenticate_client(&state, &tenant.slug, &creds).await?;
         let presented = form
             .remove("token")
             .filter(|t| !t.is_empty())
             .ok_or_else(|| invalid_request("token is required."))?;
         let origin = origin(&req, Some(&format!("client:{}", client.client_id)));
-        auth::revoke(&state, &tenant, &client, &presented, &origin).await?;
+        revocation::revoke(&state, &tenant, &client, &presented, &origin).await?;
         Ok(HttpResponse::Ok().finish())
     })
     .await
@@ -322,12 +324,12 @@ pub async fn introspect(req: HttpRequest, payload: web::Payload) -> Result<HttpR
                 "Introspection needs a confidential client.",
             ));
         }
-        auth::authenticate_client(&state, &tenant.slug, &creds).await?;
+        grants::authenticate_client(&state, &tenant.slug, &creds).await?;
         let presented = form
             .remove("token")
             .filter(|t| !t.is_empty())
             .ok_or_else(|| invalid_request("token is required."))?;
-        let answer = auth::introspect(&state, &tenant, &presented).await?;
+        let answer = introspection::introspect(&state, &tenant, &presented).await?;
         Ok(HttpResponse::Ok().json(answer))
     })
     .await

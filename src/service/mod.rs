@@ -1,14 +1,18 @@
 //! Use cases and their transaction boundaries.
 
+pub mod account;
 pub mod audit;
-pub mod auth;
 pub mod bootstrap;
 pub mod changes;
 pub mod clients;
+pub mod introspection;
 pub mod keys;
+pub mod oauth;
+pub mod revocation;
 pub mod roles;
 pub mod sessions;
 pub mod tenants;
+pub mod token_check;
 pub mod users;
 
 /// Who did something, and from where: for audit events and session records.

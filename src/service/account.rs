@@ -1,0 +1,127 @@
+//! What a signed-in user does to their own account: sign out (one session or
+//! all), change the password (every other session ends).
+
+use super::{Origin, unix_now};
+use crate::authn::password::Verified;
+use crate::authn::tokens::AccessClaims;
+use crate::config::Secret;
+use crate::error::{AppError, AppResult, ErrorCode};
+use crate::state::AppState;
+use crate::store::db::tenants::Tenant;
+use crate::store::db::users;
+use crate::store::session::{EndReason, UserCut};
+
+/// Ends the caller's session, or every session of the user.
+pub async fn logout(
+    state: &AppState,
+    tenant: &Tenant,
+    claims: &AccessClaims,
+    all: bool,
+    origin: &Origin,
+) -> AppResult<()> {
+    let linger = state.linger(tenant);
+    let ttl = (claims.exp - unix_now()).max(0) as u64 + state.config.clock_leeway_seconds;
+    state
+        .sessions
+        .deny_jti(&tenant.slug, &claims.jti, ttl)
+        .await?;
+    if let (Some(sid), Some(user)) = (claims.sid.as_deref(), claims.user_id()) {
+        if all {
+            state
+                .sessions
+                .end_user_sessions(
+                    &tenant.slug,
+                    user,
+                    UserCut {
+                        except: None,
+                        reason: EndReason::Revoked,
+                        linger,
+                    },
+                )
+                .await?;
+        } else {
+            state
+                .sessions
+                .end_session(&tenant.slug, sid, EndReason::Revoked, linger)
+                .await?;
+        }
+    }
+    super::audit::record(
+        state,
+        &tenant.slug,
+        "logout",
+        "success",
+        Some(&claims.sub),
+        origin,
+    )
+    .await;
+    Ok(())
+}
+
+/// Changes the caller's password; every other session ends.
+pub async fn change_password(
+    state: &AppState,
+    tenant: &Tenant,
+    claims: &AccessClaims,
+    current: &Secret,
+    new: &Secret,
+    origin: &Origin,
+) -> AppResult<()> {
+    let user_id = claims
+        .user_id()
+        .ok_or_else(|| AppError::new(ErrorCode::Forbidden, "Only a user has a password."))?;
+    let user = super::users::get(state, &tenant.slug, user_id).await?;
+    let verified = state
+        .passwords
+        .verify(current, Some(&user.password_hash))
+        .await
+        .map_err(AppError::internal)?;
+    if verified == Verified::No {
+        super::audit::record(
+            state,
+            &tenant.slug,
+            "password.change",
+            "failure",
+            Some(user_id),
+            origin,
+        )
+        .await;
+        return Err(AppError::validation(
+            "current_password",
+            "is not the current password",
+        ));
+    }
+    super::users::check_policy(tenant, &user.email, new.expose())?;
+    let hash = state
+        .passwords
+        .hash(new)
+        .await
+        .map_err(AppError::internal)?;
+    let (t, id) = (tenant.slug.clone(), user.id.clone());
+    state
+        .db
+        .run(move |c| users::set_password_hash(c, &t, &id, &hash))
+        .await?;
+    state
+        .sessions
+        .end_user_sessions(
+            &tenant.slug,
+            &user.id,
+            UserCut {
+                except: claims.sid.as_deref(),
+                reason: EndReason::Revoked,
+                linger: state.linger(tenant),
+            },
+        )
+        .await?;
+    super::audit::record(
+        state,
+        &tenant.slug,
+        "password.change",
+        "success",
+        Some(user_id),
+        origin,
+    )
+    .await;
+    Ok(())
+}

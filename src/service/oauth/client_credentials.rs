@@ -1,0 +1,34 @@
+//! The `client_credentials` grant: a token for a confidential client itself.
+
+use super::{TokenRequest, TokenResponse, grant_scope, mint_access, oauth};
+use crate::domain::ClientType;
+use crate::error::{AppResult, ErrorCode};
+use crate::state::AppState;
+use crate::store::db::clients::Client;
+use crate::store::db::tenants::Tenant;
+
+pub(super) async fn grant(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    req: TokenRequest,
+) -> AppResult<TokenResponse> {
+    if client.client_type != ClientType::Confidential {
+        return Err(oauth(
+            ErrorCode::UnauthorizedClient,
+            "Only confidential clients may use client_credentials.",
+        ));
+    }
+    let scope = grant_scope(req.scope.as_deref(), &[], "")?;
+    let sub = format!("client:{}", client.client_id);
+    let (access_token, expires_in) =
+        mint_access(state, tenant, client, &sub, None, &scope, Vec::new()).await?;
+    crate::metrics::token_issued("client_credentials");
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer".to_owned(),
+        expires_in,
+        refresh_token: None,
+        scope,
+    })
+}

@@ -1,0 +1,221 @@
+//! The `password` grant (first-party clients that enable it, RFC 9700 §2.4):
+//! lockout, timing-safe verification, and a new session.
+
+use super::{
+    DEFAULT_USER_SCOPE, TokenRequest, TokenResponse, UNKNOWN_USER, USER_SCOPES, WRONG_CREDENTIALS,
+    grant_scope, mint_access, oauth, roles_of, session_ttl, user_still_active,
+};
+use crate::authn::password::Verified;
+use crate::authn::{random_token, sha256_hex};
+use crate::domain::{Email, GrantType, UserStatus};
+use crate::error::{AppError, AppResult, ErrorCode};
+use crate::service::{Origin, unix_now};
+use crate::state::AppState;
+use crate::store::db::clients::Client;
+use crate::store::db::tenants::Tenant;
+use crate::store::db::users;
+use crate::store::session::{EndReason, LockoutPolicy, LoginLock, RefreshRecord, SessionRecord};
+
+pub(super) async fn grant(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    req: TokenRequest,
+    origin: &Origin,
+) -> AppResult<TokenResponse> {
+    let (Some(username), Some(password)) = (req.username, req.password) else {
+        return Err(oauth(
+            ErrorCode::InvalidRequest,
+            "username and password are required.",
+        ));
+    };
+    let scope = grant_scope(req.scope.as_deref(), USER_SCOPES, DEFAULT_USER_SCOPE)?;
+    let user = match Email::parse(&username) {
+        Ok(email) => {
+            let (t, e) = (tenant.slug.clone(), email.normalized());
+            state
+                .db
+                .run(move |c| users::find_by_email(c, &t, &e))
+                .await?
+        }
+        Err(_) => None,
+    };
+    // Unknown e-mails take the same store round trips as known ones, under
+    // an id no user has, so timing tells nothing about who exists.
+    let lock_id = user
+        .as_ref()
+        .map_or(UNKNOWN_USER, |u| u.id.as_str())
+        .to_owned();
+    let lock = state.sessions.login_lock(&tenant.slug, &lock_id).await?;
+    let verified = state
+        .passwords
+        .verify(&password, user.as_ref().map(|u| u.password_hash.as_str()))
+        .await
+        .map_err(AppError::internal)?;
+    let now = unix_now();
+    let user = match (user, verified) {
+        (Some(user), v @ (Verified::Yes | Verified::YesRehashed(_)))
+            if user.status == UserStatus::Active && !lock.is_locked(now) =>
+        {
+            if let Verified::YesRehashed(hash) = v {
+                let (t, id) = (tenant.slug.clone(), user.id.clone());
+                state
+                    .db
+                    .run(move |c| users::set_password_hash(c, &t, &id, &hash))
+                    .await?;
+            }
+            if lock != LoginLock::default() {
+                state
+                    .sessions
+                    .clear_login_failures(&tenant.slug, &user.id)
+                    .await?;
+            }
+            user
+        }
+        (user, _) => {
+            let target = user.as_ref().map(|u| u.id.as_str());
+            let policy = LockoutPolicy::with_threshold(tenant.settings.lockout_threshold);
+            let after = state
+                .sessions
+                .login_failed(&tenant.slug, &lock_id, &policy, now)
+                .await?;
+            crate::service::audit::record(state, &tenant.slug, "login", "failure", target, origin)
+                .await;
+            if let Some(id) = target
+                && after.is_locked(now)
+                && !lock.is_locked(now)
+            {
+                crate::metrics::account_locked();
+                tracing::info!(
+                    tenant = %tenant.slug,
+                    user_id = %id,
+                    locked_for_seconds = after.locked_until - now,
+                    "account locked after repeated failed sign-ins"
+                );
+                crate::service::audit::record(
+                    state,
+                    &tenant.slug,
+                    "login.locked",
+                    "failure",
+                    target,
+                    origin,
+                )
+                .await;
+            }
+            // A locked account answers exactly like a wrong password.
+            return Err(oauth(ErrorCode::InvalidGrant, WRONG_CREDENTIALS));
+        }
+    };
+    let (t, id) = (tenant.slug.clone(), user.id.clone());
+    state
+        .db
+        .run(move |c| users::touch_login(c, &t, &id))
+        .await?;
+
+    let with_refresh = client.allows(GrantType::RefreshToken);
+    let now = unix_now();
+    let session = SessionRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: user.id.clone(),
+        client_id: client.client_id.clone(),
+        created_at: now,
+        last_used_at: now,
+        ip: origin.ip.clone(),
+        user_agent: origin.user_agent.clone(),
+    };
+    let evicted = state
+        .sessions
+        .create_session(
+            &tenant.slug,
+            &session,
+            session_ttl(state, tenant, with_refresh),
+            state.config.max_sessions_per_user,
+            state.linger(tenant),
+        )
+        .await?;
+    // A disable that committed after the user was read above cut the user
+    // off after this session began (so it is over), or is seen here.
+    if !user_still_active(state, &tenant.slug, &user.id).await? {
+        state
+            .sessions
+            .end_session(
+                &tenant.slug,
+                &session.id,
+                EndReason::Disabled,
+                state.linger(tenant),
+            )
+            .await?;
+        return Err(oauth(ErrorCode::InvalidGrant, WRONG_CREDENTIALS));
+    }
+    if !evicted.is_empty() {
+        tracing::info!(
+            tenant = %tenant.slug,
+            user_id = %user.id,
+            ended = evicted.len(),
+            "oldest sessions ended: the user reached the session limit"
+        );
+        crate::service::audit::record(
+            state,
+            &tenant.slug,
+            "session.limit_reached",
+            "success",
+            Some(&user.id),
+            origin,
+        )
+        .await;
+    }
+    let roles = roles_of(state, &tenant.slug, &user.id).await?;
+    let (access_token, expires_in) = mint_access(
+        state,
+        tenant,
+        client,
+        &user.id,
+        Some(&session.id),
+        &scope,
+        roles,
+    )
+    .await?;
+    let refresh_token = if with_refresh {
+        let rt = random_token();
+        let s = &tenant.settings;
+        let family_expires_at = now + s.refresh_token_ttl_seconds as i64;
+        let record = RefreshRecord {
+            family_id: uuid::Uuid::new_v4().to_string(),
+            session_id: session.id.clone(),
+            client_id: client.client_id.clone(),
+            user_id: user.id.clone(),
+            expires_at: (now + s.refresh_idle_timeout_seconds as i64).min(family_expires_at),
+            family_expires_at,
+            scope: scope.clone(),
+            client_generation: client.generation.clone(),
+        };
+        state
+            .sessions
+            .start_family(&tenant.slug, &sha256_hex(&rt), &record)
+            .await?;
+        Some(rt)
+    } else {
+        None
+    };
+    crate::metrics::token_issued("password");
+    let login_origin = Origin {
+        actor: Some(user.id.clone()),
+        ..origin.clone()
+    };
+    crate::service::audit::record(
+        state,
+        &tenant.slug,
+        "login",
+        "success",
+        Some(&user.id),
+        &login_origin,
+    )
+    .await;
+    Ok(TokenResponse {
+        access_token,
+        token_type: "Bearer".to_owned(),
+        expires_in,
+        refresh_token,
+        scope,
+    })
+}

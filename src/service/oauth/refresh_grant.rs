@@ -1,0 +1,188 @@
+//! The `refresh_token` grant: atomic rotation, the grace window that answers
+//! a just-rotated token with the same successor pair, and reuse detection
+//! (SPEC §4).
+
+use super::{
+    BAD_REFRESH, TokenRequest, TokenResponse, grant_scope, mint_access, oauth, roles_of,
+    user_still_active,
+};
+use crate::authn::keys::MasterKey;
+use crate::authn::{random_token, sha256_hex};
+use crate::error::{AppError, AppResult, ErrorCode, Flavor};
+use crate::service::{Origin, unix_now};
+use crate::state::AppState;
+use crate::store::db::clients::Client;
+use crate::store::db::tenants::Tenant;
+use crate::store::session::{EndReason, RefreshRecord, RefreshState, RotateOutcome, Rotation};
+
+/// The key that seals a successor pair: derived from the predecessor token,
+/// which only its holder knows.
+fn grace_key(refresh_token: &str) -> MasterKey {
+    MasterKey::derived("latchkey refresh grace", refresh_token)
+}
+
+pub(super) async fn grant(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    req: TokenRequest,
+    origin: &Origin,
+) -> AppResult<TokenResponse> {
+    let Some(presented) = req.refresh_token else {
+        return Err(oauth(
+            ErrorCode::InvalidRequest,
+            "refresh_token is required.",
+        ));
+    };
+    let presented = presented.expose();
+    let hash = sha256_hex(presented);
+    // A lost race is retried once the winner's rotation is visible.
+    for _ in 0..3 {
+        let Some(entry) = state.sessions.get_refresh(&tenant.slug, &hash).await? else {
+            return Err(oauth(ErrorCode::InvalidGrant, BAD_REFRESH));
+        };
+        let record = &entry.record;
+        if record.client_id != client.client_id
+            || record.client_generation != client.generation
+            || !entry.family_active
+            || !entry.session_active
+        {
+            return Err(oauth(ErrorCode::InvalidGrant, BAD_REFRESH));
+        }
+        let now = unix_now();
+        match entry.state {
+            RefreshState::Rotated {
+                rotated_at,
+                successor_is_current,
+                sealed_successor,
+            } => {
+                let in_grace = now - rotated_at <= tenant.settings.refresh_grace_seconds as i64;
+                if successor_is_current
+                    && in_grace
+                    && let Some(sealed) = sealed_successor
+                    && let Ok(plain) = grace_key(presented).open(&sealed, &hash)
+                    && let Ok(pair) = serde_json::from_slice::<TokenResponse>(&plain)
+                {
+                    return Ok(pair);
+                }
+                return Err(reuse_detected(state, tenant, record, origin).await);
+            }
+            RefreshState::Current => {
+                if now > record.expires_at || now > record.family_expires_at {
+                    return Err(oauth(ErrorCode::InvalidGrant, BAD_REFRESH));
+                }
+                let scope = match req.scope.as_deref() {
+                    None => record.scope.clone(),
+                    Some(requested) => {
+                        let allowed: Vec<&str> = record.scope.split(' ').collect();
+                        grant_scope(Some(requested), &allowed, &record.scope)?
+                    }
+                };
+                if !user_still_active(state, &tenant.slug, &record.user_id).await? {
+                    return Err(oauth(ErrorCode::InvalidGrant, BAD_REFRESH));
+                }
+                let roles = roles_of(state, &tenant.slug, &record.user_id).await?;
+                let (access_token, expires_in) = mint_access(
+                    state,
+                    tenant,
+                    client,
+                    &record.user_id,
+                    Some(&record.session_id),
+                    &scope,
+                    roles,
+                )
+                .await?;
+                let successor = random_token();
+                let pair = TokenResponse {
+                    access_token,
+                    token_type: "Bearer".to_owned(),
+                    expires_in,
+                    refresh_token: Some(successor.clone()),
+                    scope,
+                };
+                let sealed = grace_key(presented)
+                    .seal(
+                        &serde_json::to_vec(&pair).map_err(AppError::internal)?,
+                        &hash,
+                    )
+                    .map_err(|e| AppError::internal(anyhow::anyhow!(e)))?;
+                let new_record = RefreshRecord {
+                    expires_at: (now + tenant.settings.refresh_idle_timeout_seconds as i64)
+                        .min(record.family_expires_at),
+                    scope: pair.scope.clone(),
+                    ..record.clone()
+                };
+                let new_hash = sha256_hex(&successor);
+                let outcome = state
+                    .sessions
+                    .rotate_refresh(
+                        &tenant.slug,
+                        Rotation {
+                            old_hash: &hash,
+                            new_hash: &new_hash,
+                            new_record: &new_record,
+                            sealed_successor: &sealed,
+                            now,
+                        },
+                    )
+                    .await?;
+                match outcome {
+                    RotateOutcome::Rotated => {
+                        crate::metrics::token_issued("refresh_token");
+                        return Ok(pair);
+                    }
+                    RotateOutcome::LostRace => continue,
+                    RotateOutcome::Revoked => {
+                        return Err(oauth(ErrorCode::InvalidGrant, BAD_REFRESH));
+                    }
+                }
+            }
+        }
+    }
+    Err(oauth(ErrorCode::InvalidGrant, BAD_REFRESH))
+}
+
+/// A rotated token came back outside the grace window: revoke the family and
+/// its session, and record it.
+async fn reuse_detected(
+    state: &AppState,
+    tenant: &Tenant,
+    record: &RefreshRecord,
+    origin: &Origin,
+) -> AppError {
+    let revoke = async {
+        state
+            .sessions
+            .revoke_family(&tenant.slug, &record.family_id)
+            .await?;
+        state
+            .sessions
+            .end_session(
+                &tenant.slug,
+                &record.session_id,
+                EndReason::Revoked,
+                state.linger(tenant),
+            )
+            .await
+    };
+    if let Err(e) = revoke.await {
+        return AppError::from(e).in_flavor(Flavor::OAuth);
+    }
+    crate::metrics::reuse_detected();
+    tracing::warn!(
+        tenant = %tenant.slug,
+        user = %record.user_id,
+        family = %record.family_id,
+        "refresh token reuse detected; family and session revoked"
+    );
+    crate::service::audit::record(
+        state,
+        &tenant.slug,
+        "refresh_token.reuse_detected",
+        "failure",
+        Some(&record.user_id),
+        origin,
+    )
+    .await;
+    oauth(ErrorCode::InvalidGrant, BAD_REFRESH)
+}
