@@ -59,6 +59,8 @@ pub struct AppState {
     pub passwords: PasswordHasherPool,
     /// Whose `X-Forwarded-For` is believed (rate limits, audit, sessions).
     pub proxies: crate::ratelimit::TrustedProxies,
+    /// One refill of the session store's durable denials at a time.
+    pub refill_lock: tokio::sync::Mutex<()>,
     tenants: Cached<String, Option<Arc<Tenant>>>,
     clients: Cached<(String, String), Option<Arc<Client>>>,
 }
@@ -81,6 +83,7 @@ impl AppState {
             sessions,
             keys,
             passwords,
+            refill_lock: tokio::sync::Mutex::new(()),
             tenants: Cached::new(VIEW_CACHE_CAPACITY, VIEW_CACHE_TTL),
             clients: Cached::new(VIEW_CACHE_CAPACITY, VIEW_CACHE_TTL),
         }

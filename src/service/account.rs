@@ -1,7 +1,7 @@
 //! What a signed-in user does to their own account: sign out (one session or
 //! all), change the password (every other session ends).
 
-use super::{Origin, unix_now};
+use super::Origin;
 use crate::authn::password::Verified;
 use crate::authn::tokens::AccessClaims;
 use crate::config::Secret;
@@ -20,11 +20,7 @@ pub async fn logout(
     origin: &Origin,
 ) -> AppResult<()> {
     let linger = state.linger(tenant);
-    let ttl = (claims.exp - unix_now()).max(0) as u64 + state.config.clock_leeway_seconds;
-    state
-        .sessions
-        .deny_jti(&tenant.slug, &claims.jti, ttl)
-        .await?;
+    super::revocation::deny_access_token(state, &tenant.slug, &claims.jti, claims.exp).await?;
     if let (Some(sid), Some(user)) = (claims.sid.as_deref(), claims.user_id()) {
         if all {
             state

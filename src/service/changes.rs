@@ -52,7 +52,9 @@ pub fn spawn_follower(state: &Arc<AppState>) -> tokio::task::JoinHandle<()> {
                 Err(e) => tracing::warn!(error = %e, "cannot read the change log"),
             }
             if ticks.is_multiple_of(150) {
+                // Housekeeping, about once a minute.
                 let _ = state.db.run(|c| changes::prune(c, KEEP)).await;
+                let _ = state.db.run(crate::store::db::revoked_tokens::prune).await;
             }
         }
     })

@@ -62,15 +62,23 @@ pub async fn check_access_state(state: &AppState, claims: &AccessClaims) -> AppR
         Some(_) => {}
     }
     let session = claims.sid.as_deref().map(|sid| (sid, claims.sub.as_str()));
-    match state
-        .sessions
-        .access_state(&claims.tid, &claims.jti, session)
-        .await?
-    {
-        AccessState::Active => Ok(()),
-        AccessState::Revoked => Err(revoked()),
-        AccessState::Disabled => Err(disabled()),
+    for _ in 0..2 {
+        match state
+            .sessions
+            .access_state(&claims.tid, &claims.jti, session)
+            .await?
+        {
+            AccessState::Active => return Ok(()),
+            AccessState::Revoked => return Err(revoked()),
+            AccessState::Disabled => return Err(disabled()),
+            AccessState::Unsynced => super::revocation::refill_store(state, &claims.tid).await?,
+        }
     }
+    Err(crate::store::StoreError::Unavailable(
+        "session store",
+        anyhow::anyhow!("the store forgets the tenant's revoked tokens as soon as it is refilled"),
+    )
+    .into())
 }
 
 /// Maps a verification failure to its SPEC §5 code.

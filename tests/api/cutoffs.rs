@@ -285,3 +285,60 @@ async fn a_tenant_reactivated_does_not_revive_tokens_cut_off_by_suspending_it() 
         .await;
     assert_eq!(res.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn revoked_access_tokens_stay_revoked_after_the_store_loses_its_data() {
+    let app = spawn_app_with(|_| {}).await;
+    let admin = app.admin_token().await;
+    let (t, _, user) = app.tenant_with_user(&admin, json!({})).await;
+    let client = client_with_id(&app, &admin, &t, "ingest").await;
+    let mut tokens = Vec::new();
+    for _ in 0..2 {
+        let res = grant(&app, &t, &client, &[("grant_type", "client_credentials")]).await;
+        tokens.push(str_of(&json(res).await, "access_token").to_owned());
+    }
+    let res = app
+        .http
+        .post(app.url(&format!("/tenants/{t}/oauth/revoke")))
+        .basic_auth(&client.0, Some(&client.1))
+        .form(&[("token", tokens[0].as_str())])
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(res.status(), StatusCode::OK);
+    let check = |token: String| {
+        let app = &app;
+        let t = t.clone();
+        async move {
+            app.post_json(
+                &format!("/tenants/{t}/authz/check"),
+                &token,
+                &json!({"subject": "nobody", "resource": "r", "action": "a"}),
+            )
+            .await
+            .status()
+        }
+    };
+    assert_eq!(check(tokens[0].clone()).await, StatusCode::UNAUTHORIZED);
+    // The store loses every key of the tenant (restart without persistence,
+    // failover to a replica that never saw them, a flush).
+    app.state.sessions.purge_tenant(&t).await.expect("purge");
+    assert_eq!(
+        check(tokens[0].clone()).await,
+        StatusCode::UNAUTHORIZED,
+        "still revoked"
+    );
+    assert_eq!(
+        check(tokens[1].clone()).await,
+        StatusCode::OK,
+        "others still work"
+    );
+    // A user's tokens die with their session record: nothing fails open.
+    let res = app
+        .get(
+            &format!("/tenants/{t}/oauth/userinfo"),
+            str_of(&user, "access_token"),
+        )
+        .await;
+    assert_unauthorized(res, "session_revoked").await;
+}

@@ -21,6 +21,11 @@ async fn stores() -> Vec<(&'static str, Arc<dyn SessionStore>)> {
             .expect("redis");
         out.push(("redis", Arc::new(redis)));
     }
+    for (_, store) in &out {
+        for tenant in ["t", "t1", "t2", "u", "kept", "gone"] {
+            store.mark_synced(tenant).await.expect("mark synced");
+        }
+    }
     out
 }
 
@@ -623,5 +628,39 @@ async fn concurrent_failures_are_counted_once_each() {
         assert_eq!(lockers, 16, "{name}: {locks:?}");
         let state = store.login_lock("t1", "race").await.expect("read");
         assert_eq!((state.level, state.locked_until), (1, now + 60), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_store_that_lost_a_tenant_says_so_until_it_is_refilled() {
+    for (name, store) in stores().await {
+        let tenant = format!("fresh-{}", uuid::Uuid::new_v4().simple());
+        assert_eq!(
+            store.access_state(&tenant, "j", None).await.expect("state"),
+            AccessState::Unsynced,
+            "{name}"
+        );
+        store.deny_jti(&tenant, "denied", 60).await.expect("deny");
+        assert_eq!(
+            store
+                .access_state(&tenant, "denied", None)
+                .await
+                .expect("state"),
+            AccessState::Revoked,
+            "{name}: a denial answers even before the refill"
+        );
+        store.mark_synced(&tenant).await.expect("mark");
+        assert!(store.is_synced(&tenant).await.expect("synced"), "{name}");
+        assert_eq!(
+            store.access_state(&tenant, "j", None).await.expect("state"),
+            AccessState::Active,
+            "{name}"
+        );
+        store.purge_tenant(&tenant).await.expect("purge");
+        assert_eq!(
+            store.access_state(&tenant, "j", None).await.expect("state"),
+            AccessState::Unsynced,
+            "{name}: data loss is noticed"
+        );
     }
 }

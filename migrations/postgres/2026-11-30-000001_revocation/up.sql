@@ -12,3 +12,14 @@ CREATE TABLE changes (
     at TIMESTAMP NOT NULL
 );
 CREATE INDEX changes_at ON changes (at);
+
+-- Access tokens revoked before they expire (RFC 7009, logout): the session
+-- store holds them for every check; this table lets it be refilled after
+-- it lost its data.
+CREATE TABLE revoked_tokens (
+    tenant TEXT NOT NULL REFERENCES tenants (slug) ON DELETE CASCADE,
+    jti TEXT NOT NULL,
+    expires_at TIMESTAMP NOT NULL,
+    PRIMARY KEY (tenant, jti)
+);
+CREATE INDEX revoked_tokens_expires_at ON revoked_tokens (expires_at);

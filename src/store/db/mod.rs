@@ -8,6 +8,7 @@ pub mod changes;
 pub mod clients;
 pub mod keys;
 pub mod policies;
+pub mod revoked_tokens;
 pub mod schema;
 pub mod tenants;
 pub mod users;

@@ -45,6 +45,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    revoked_tokens (tenant, jti) {
+        tenant -> Text,
+        jti -> Text,
+        expires_at -> Timestamp,
+    }
+}
+
+diesel::table! {
     changes (seq) {
         seq -> BigInt,
         message -> Text,
@@ -116,4 +124,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     casbin_rules,
     audit_events,
     changes,
+    revoked_tokens,
 );

@@ -52,6 +52,8 @@ struct Inner {
     refresh: HashMap<String, Expiring<RefreshSlot>>,
     families: HashMap<String, Expiring<Family>>,
     denied: HashMap<String, Expiring<()>>,
+    /// Tenants whose durable denials were copied in.
+    synced: std::collections::HashSet<String>,
     /// Failed sign-ins: (state, window start).
     locks: HashMap<String, Expiring<(LoginLock, i64)>>,
     writes: u64,
@@ -504,10 +506,22 @@ impl SessionStore for MemoryStore {
         if Inner::get_live(&inner.denied, &key(tenant, "deny", jti)).is_some() {
             return Ok(AccessState::Revoked);
         }
+        if !inner.synced.contains(tenant) {
+            return Ok(AccessState::Unsynced);
+        }
         Ok(match session {
             Some((sid, user)) => standing(inner.state_of(tenant, sid), inner.cutoff(tenant, user)),
             None => AccessState::Active,
         })
+    }
+
+    async fn mark_synced(&self, tenant: &str) -> Result<(), StoreError> {
+        self.inner.lock().synced.insert(tenant.to_owned());
+        Ok(())
+    }
+
+    async fn is_synced(&self, tenant: &str) -> Result<bool, StoreError> {
+        Ok(self.inner.lock().synced.contains(tenant))
     }
 
     async fn publish_change(&self, _message: &str) -> Result<(), StoreError> {
@@ -524,6 +538,7 @@ impl SessionStore for MemoryStore {
         inner.families.retain(|k, _| !k.starts_with(&prefix));
         inner.denied.retain(|k, _| !k.starts_with(&prefix));
         inner.cuts.retain(|k, _| !k.starts_with(&prefix));
+        inner.synced.remove(tenant);
         inner.locks.retain(|k, _| !k.starts_with(&prefix));
         Ok(())
     }

@@ -71,6 +71,9 @@ pub enum AccessState {
     Revoked,
     /// The session ended because the user was disabled or the tenant suspended.
     Disabled,
+    /// The store has not been given the tenant's durable denials since it
+    /// last lost its data (or ever): it must be refilled before it can say.
+    Unsynced,
 }
 
 /// How a user's sessions are ended at once.
@@ -365,13 +368,22 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn deny_jti(&self, tenant: &str, jti: &str, ttl: u64) -> Result<(), StoreError>;
 
     /// The deny-list, session state and user cut-off of an access token, in
-    /// one round trip. `session` is `(sid, user_id)` for user tokens.
+    /// one round trip. `session` is `(sid, user_id)` for user tokens. A
+    /// denied `jti` is `Revoked`; otherwise a store that lost the tenant's
+    /// denials answers `Unsynced`.
     async fn access_state(
         &self,
         tenant: &str,
         jti: &str,
         session: Option<(&str, &str)>,
     ) -> Result<AccessState, StoreError>;
+
+    /// Records that the tenant's durable denials were copied in: until the
+    /// store loses its data, `access_state` answers without `Unsynced`.
+    async fn mark_synced(&self, tenant: &str) -> Result<(), StoreError>;
+
+    /// Whether `mark_synced` holds for the tenant.
+    async fn is_synced(&self, tenant: &str) -> Result<bool, StoreError>;
 
     /// Tells every other instance about a change (no-op in process).
     async fn publish_change(&self, message: &str) -> Result<(), StoreError>;

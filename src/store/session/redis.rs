@@ -14,8 +14,11 @@
 //! | `fam:{family}` | hash | a refresh-token family: current token, status |
 //! | `deny:{jti}` | string | an access token revoked through RFC 7009 or logout |
 //! | `lock:{user}` | hash | failed sign-ins and the account lock |
+//! | `synced` | string | present once the tenant's durable denials were copied in |
 //!
-//! Every key has a TTL. The store needs `maxmemory-policy noeviction`: an
+//! Every key but `synced` has a TTL; a store that lost `synced` (restart
+//! without persistence, failover, flush) is refilled from the database
+//! before it answers for the tenant again. The store needs `maxmemory-policy noeviction`: an
 //! evicted cut-off or session state would bring tokens back.
 
 use std::collections::HashMap;
@@ -498,26 +501,39 @@ impl SessionStore for RedisStore {
         session: Option<(&str, &str)>,
     ) -> Result<AccessState, StoreError> {
         let mut conn = self.conn.clone();
-        let deny = self.key(tenant, "deny", jti);
-        let Some((sid, user)) = session else {
-            let denied: Option<String> = self.call("access_state", conn.get(&deny)).await?;
-            return Ok(if denied.is_some() {
-                AccessState::Revoked
-            } else {
-                AccessState::Active
-            });
-        };
-        let keys = [
-            deny,
-            self.key(tenant, "sst", sid),
-            self.key(tenant, "ucut", user),
+        let mut keys = vec![
+            self.key(tenant, "deny", jti),
+            format!("{}synced", self.tenant_prefix(tenant)),
         ];
+        if let Some((sid, user)) = session {
+            keys.push(self.key(tenant, "sst", sid));
+            keys.push(self.key(tenant, "ucut", user));
+        }
         let values: Vec<Option<String>> = self.call("access_state", conn.mget(&keys)).await?;
         let get = |i: usize| values.get(i).cloned().flatten();
         if get(0).is_some() {
             return Ok(AccessState::Revoked);
         }
-        Ok(standing(get(1).as_deref(), get(2).as_deref()))
+        if get(1).is_none() {
+            return Ok(AccessState::Unsynced);
+        }
+        Ok(match session {
+            Some(_) => standing(get(2).as_deref(), get(3).as_deref()),
+            None => AccessState::Active,
+        })
+    }
+
+    async fn mark_synced(&self, tenant: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let key = format!("{}synced", self.tenant_prefix(tenant));
+        self.call("mark_synced", conn.set::<_, _, ()>(&key, 1))
+            .await
+    }
+
+    async fn is_synced(&self, tenant: &str) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let key = format!("{}synced", self.tenant_prefix(tenant));
+        self.call("is_synced", conn.exists(&key)).await
     }
 
     async fn publish_change(&self, message: &str) -> Result<(), StoreError> {
