@@ -342,3 +342,79 @@ async fn revoked_access_tokens_stay_revoked_after_the_store_loses_its_data() {
         .await;
     assert_unauthorized(res, "session_revoked").await;
 }
+
+/// Asks `app`'s policy decision point whether `user` may read documents.
+async fn may_read(app: &TestApp, t: &str, token: &str, user: &str) -> bool {
+    let res = app
+        .post_json(
+            &format!("/tenants/{t}/authz/check"),
+            token,
+            &json!({"subject": user, "resource": "documents", "action": "read"}),
+        )
+        .await;
+    let status = res.status();
+    let body = json(res).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body["allowed"] == true
+}
+
+#[tokio::test]
+async fn a_role_removal_reaches_an_instance_that_misses_every_bus_message_within_a_second() {
+    let a = spawn_app_with(|_| {}).await;
+    // Instance B shares the database but not the bus: with Redis its key
+    // prefix (and so its channel) differs, in process it has a store of its
+    // own. Only the change log can tell it.
+    let b = spawn_app_with(|c| {
+        c.database_url = a.config.database_url.clone();
+        c.master_key = a.config.master_key.clone();
+        c.data_dir = a.config.data_dir.clone();
+        // Instances behind one load balancer share the public URL.
+        c.public_url = Some(a.base.clone());
+    })
+    .await;
+    let admin = a.admin_token().await;
+    let (t, user, _) = a.tenant_with_user(&admin, json!({})).await;
+    let res = a
+        .post_json(
+            &format!("/admin/tenants/{t}/roles"),
+            &admin,
+            &json!({"name": "reader", "description": "Reads",
+                    "permissions": [{"resource": "documents", "action": "read"}]}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let roles = format!("/admin/tenants/{t}/users/{user}/roles");
+    let res = a
+        .send_json(
+            reqwest::Method::PUT,
+            &roles,
+            &admin,
+            &json!({"roles": ["reader"]}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let client = client_with_id(&a, &admin, &t, "pdp").await;
+    let res = grant(&a, &t, &client, &[("grant_type", "client_credentials")]).await;
+    let pdp = str_of(&json(res).await, "access_token").to_owned();
+    // B learns the assignment (at the latest from the log) and caches it.
+    let started = std::time::Instant::now();
+    while !may_read(&b, &t, &pdp, &user).await {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(1),
+            "B never learned the role"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let res = a
+        .send_json(reqwest::Method::PUT, &roles, &admin, &json!({"roles": []}))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let removed = std::time::Instant::now();
+    while may_read(&b, &t, &pdp, &user).await {
+        assert!(
+            removed.elapsed() < std::time::Duration::from_secs(1),
+            "B still allows one second after the removal"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
