@@ -26,6 +26,8 @@ pub struct PasswordHasherPool {
     permits: Arc<Semaphore>,
     queued: Arc<AtomicUsize>,
     dummy_hash: Arc<String>,
+    /// Verifications against a stored hash (not the dummy) so far.
+    stored_checks: Arc<std::sync::atomic::AtomicU64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +56,7 @@ impl PasswordHasherPool {
             permits: Arc::new(Semaphore::new(cores)),
             queued: Arc::new(AtomicUsize::new(0)),
             dummy_hash: Arc::new(dummy_hash),
+            stored_checks: Arc::default(),
         })
     }
 
@@ -104,6 +107,13 @@ impl PasswordHasherPool {
 
     /// Verifies against a stored hash, or against the dummy hash when there is
     /// no user, so both take the same time.
+    /// How many verifications ran against a stored hash (rather than the
+    /// dummy one that unknown users and locked accounts get).
+    pub fn stored_hash_checks(&self) -> u64 {
+        self.stored_checks
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub async fn verify(
         &self,
         password: &Secret,
@@ -112,6 +122,10 @@ impl PasswordHasherPool {
         let argon2 = self.argon2();
         let password = password.clone();
         let known = stored.is_some();
+        if known {
+            self.stored_checks
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let stored = stored.unwrap_or(&self.dummy_hash).to_owned();
         let wanted = self.params.clone();
         self.run(move || {

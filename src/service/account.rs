@@ -67,12 +67,17 @@ pub async fn change_password(
         .user_id()
         .ok_or_else(|| AppError::new(ErrorCode::Forbidden, "Only a user has a password."))?;
     let user = super::users::get(state, &tenant.slug, user_id).await?;
+    // A wrong current password counts towards the lockout like a failed
+    // sign-in; a locked account is not checked (same answer).
+    let reserved = super::lockout::reserve(state, tenant, &user.id).await?;
+    let stored = reserved.admitted().then_some(user.password_hash.as_str());
     let verified = state
         .passwords
-        .verify(current, Some(&user.password_hash))
+        .verify(current, stored)
         .await
         .map_err(AppError::internal)?;
     if verified == Verified::No {
+        super::lockout::failed(state, tenant, Some(user_id), reserved, origin).await;
         super::audit::record(
             state,
             &tenant.slug,
@@ -87,6 +92,7 @@ pub async fn change_password(
             "is not the current password",
         ));
     }
+    super::lockout::succeeded(state, tenant, &user.id).await?;
     super::users::check_policy(tenant, &user.email, new.expose())?;
     let hash = state
         .passwords

@@ -7,6 +7,7 @@ pub mod changes;
 pub mod clients;
 pub mod introspection;
 pub mod keys;
+pub mod lockout;
 pub mod oauth;
 pub mod revocation;
 pub mod roles;

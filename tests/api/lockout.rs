@@ -141,3 +141,59 @@ async fn failures_in_one_tenant_do_not_lock_the_same_email_in_another() {
     assert_eq!(attempt(&app, &a, &email_a, USER_PASSWORD).await.0, 400);
     assert_eq!(attempt(&app, &b, &email_a, USER_PASSWORD).await.0, 200);
 }
+
+#[tokio::test]
+async fn a_burst_of_parallel_guesses_cannot_outrun_the_lock() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (t, id, email) = tenant_with_threshold(&app, &admin, 10).await;
+    let checks_before = app.state.passwords.stored_hash_checks();
+    let mut burst = Vec::new();
+    for i in 0..61 {
+        let (app, t, email) = (&app, t.clone(), email.clone());
+        burst.push(async move {
+            // The right password comes last, with the wrong ones in flight.
+            let password = if i == 60 {
+                USER_PASSWORD.to_owned()
+            } else {
+                format!("wrong guess {i}")
+            };
+            attempt(app, &t, &email, &password).await.0
+        });
+    }
+    let statuses = futures_util::future::join_all(burst).await;
+    assert!(statuses.iter().all(|s| *s == 400), "{statuses:?}");
+    let checked = app.state.passwords.stored_hash_checks() - checks_before;
+    println!("61 parallel attempts, threshold 10: {checked} checked against the real hash");
+    assert!(
+        checked <= 10,
+        "{checked} guesses were checked against the real hash"
+    );
+    assert_eq!(user_view(&app, &admin, &t, &id).await["locked"], true);
+}
+
+#[tokio::test]
+async fn wrong_current_passwords_count_towards_the_lockout() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (t, _, email) = tenant_with_threshold(&app, &admin, 3).await;
+    let tokens = app.login(&t, &email, USER_PASSWORD).await;
+    let change = |current: &'static str| {
+        let (app, t, token) = (&app, t.clone(), str_of(&tokens, "access_token").to_owned());
+        async move {
+            app.post_json(
+                &format!("/tenants/{t}/me/password"),
+                &token,
+                &json!({"current_password": current, "new_password": "a brand new passphrase here"}),
+            )
+            .await
+            .status()
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(change("not my password").await, StatusCode::BAD_REQUEST);
+    }
+    // Locked: the right current password is refused too, and so is sign-in.
+    assert_eq!(change(USER_PASSWORD).await, StatusCode::BAD_REQUEST);
+    assert_eq!(attempt(&app, &t, &email, USER_PASSWORD).await.0, 400);
+}

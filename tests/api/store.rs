@@ -538,6 +538,7 @@ async fn failed_logins_lock_for_a_minute_then_double_up_to_an_hour() {
                     .login_failed("t1", "u1", &policy, now)
                     .await
                     .expect("login_failed")
+                    .lock
             }
         };
         assert_eq!(fail(t0).await.failures, 1, "{name}");
@@ -594,11 +595,16 @@ async fn failures_outside_the_window_do_not_add_up_and_accounts_are_separate() {
         let after = store
             .login_failed("t1", "u1", &policy, t0 + 15 * 60)
             .await
-            .expect("fail");
+            .expect("fail")
+            .lock;
         assert_eq!((after.failures, after.locked_until), (1, 0), "{name}");
         // Another user, or the same id in another tenant, has its own count.
         for (t, u) in [("t1", "u2"), ("t2", "u1")] {
-            let other = store.login_failed(t, u, &policy, t0).await.expect("fail");
+            let other = store
+                .login_failed(t, u, &policy, t0)
+                .await
+                .expect("fail")
+                .lock;
             assert_eq!(other.failures, 1, "{name} {t}/{u}");
         }
     }
@@ -616,9 +622,13 @@ async fn concurrent_failures_are_counted_once_each() {
             })
             .collect();
         let mut locks: Vec<LoginLock> = Vec::new();
+        let mut counted = 0;
         for task in tasks {
-            locks.push(task.await.expect("task").expect("fail"));
+            let attempt = task.await.expect("task").expect("fail");
+            counted += usize::from(attempt.counted);
+            locks.push(attempt.lock);
         }
+        assert_eq!(counted, 10, "{name}: the threshold, then refusals");
         // Exactly one failure reached the threshold; the rest were counted
         // before it or refused during the lock.
         let lockers = locks

@@ -9,12 +9,13 @@ use crate::authn::password::Verified;
 use crate::authn::{random_token, sha256_hex};
 use crate::domain::{Email, GrantType, UserStatus};
 use crate::error::{AppError, AppResult, ErrorCode};
+use crate::service::lockout;
 use crate::service::{Origin, unix_now};
 use crate::state::AppState;
 use crate::store::db::clients::Client;
 use crate::store::db::tenants::Tenant;
 use crate::store::db::users;
-use crate::store::session::{EndReason, LockoutPolicy, LoginLock, RefreshRecord, SessionRecord};
+use crate::store::session::{EndReason, RefreshRecord, SessionRecord};
 
 pub(super) async fn grant(
     state: &AppState,
@@ -46,16 +47,21 @@ pub(super) async fn grant(
         .as_ref()
         .map_or(UNKNOWN_USER, |u| u.id.as_str())
         .to_owned();
-    let lock = state.sessions.login_lock(&tenant.slug, &lock_id).await?;
+    let reserved = lockout::reserve(state, tenant, &lock_id).await?;
+    // A locked account is checked against the dummy hash: same time, and
+    // the guess is never tried against the real one.
+    let stored = user
+        .as_ref()
+        .filter(|_| reserved.admitted())
+        .map(|u| u.password_hash.as_str());
     let verified = state
         .passwords
-        .verify(&password, user.as_ref().map(|u| u.password_hash.as_str()))
+        .verify(&password, stored)
         .await
         .map_err(AppError::internal)?;
-    let now = unix_now();
     let user = match (user, verified) {
         (Some(user), v @ (Verified::Yes | Verified::YesRehashed(_)))
-            if user.status == UserStatus::Active && !lock.is_locked(now) =>
+            if user.status == UserStatus::Active =>
         {
             if let Verified::YesRehashed(hash) = v {
                 let (t, id) = (tenant.slug.clone(), user.id.clone());
@@ -64,44 +70,14 @@ pub(super) async fn grant(
                     .run(move |c| users::set_password_hash(c, &t, &id, &hash))
                     .await?;
             }
-            if lock != LoginLock::default() {
-                state
-                    .sessions
-                    .clear_login_failures(&tenant.slug, &user.id)
-                    .await?;
-            }
+            lockout::succeeded(state, tenant, &user.id).await?;
             user
         }
         (user, _) => {
             let target = user.as_ref().map(|u| u.id.as_str());
-            let policy = LockoutPolicy::with_threshold(tenant.settings.lockout_threshold);
-            let after = state
-                .sessions
-                .login_failed(&tenant.slug, &lock_id, &policy, now)
-                .await?;
             crate::service::audit::record(state, &tenant.slug, "login", "failure", target, origin)
                 .await;
-            if let Some(id) = target
-                && after.is_locked(now)
-                && !lock.is_locked(now)
-            {
-                crate::metrics::account_locked();
-                tracing::info!(
-                    tenant = %tenant.slug,
-                    user_id = %id,
-                    locked_for_seconds = after.locked_until - now,
-                    "account locked after repeated failed sign-ins"
-                );
-                crate::service::audit::record(
-                    state,
-                    &tenant.slug,
-                    "login.locked",
-                    "failure",
-                    target,
-                    origin,
-                )
-                .await;
-            }
+            lockout::failed(state, tenant, target, reserved, origin).await;
             // A locked account answers exactly like a wrong password.
             return Err(oauth(ErrorCode::InvalidGrant, WRONG_CREDENTIALS));
         }

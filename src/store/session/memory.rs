@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{
-    AccessState, CUT_MIN_TTL, EndReason, LockoutPolicy, LoginLock, RefreshEntry, RefreshRecord,
-    RefreshState, RotateOutcome, Rotation, SessionRecord, SessionStore, UserCut, active_generation,
-    parse_cutoff, standing,
+    AccessState, CUT_MIN_TTL, EndReason, LockoutPolicy, LoginAttempt, LoginLock, RefreshEntry,
+    RefreshRecord, RefreshState, RotateOutcome, Rotation, SessionRecord, SessionStore, UserCut,
+    active_generation, parse_cutoff, standing,
 };
 use crate::store::StoreError;
 
@@ -556,12 +556,13 @@ impl SessionStore for MemoryStore {
         user_id: &str,
         policy: &LockoutPolicy,
         now: i64,
-    ) -> Result<LoginLock, StoreError> {
+    ) -> Result<LoginAttempt, StoreError> {
         let mut inner = self.inner.lock();
         let k = key(tenant, "lock", user_id);
         let (lock, window_start) = Inner::get_live(&inner.locks, &k)
             .copied()
             .unwrap_or((LoginLock::default(), now));
+        let counted = !lock.is_locked(now);
         let (lock, window_start) = policy.after_failure(lock, window_start, now);
         let keep = (lock.locked_until.max(now) - now + policy.memory_seconds).max(1) as u64;
         inner.locks.insert(
@@ -572,7 +573,7 @@ impl SessionStore for MemoryStore {
             },
         );
         inner.after_write();
-        Ok(lock)
+        Ok(LoginAttempt { lock, counted })
     }
 
     async fn clear_login_failures(&self, tenant: &str, user_id: &str) -> Result<(), StoreError> {

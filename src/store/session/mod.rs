@@ -217,6 +217,15 @@ pub struct LoginLock {
     pub level: u32,
 }
 
+/// One counted sign-in attempt: the account's state after it, and whether
+/// it was counted (false when the account was already locked: such an
+/// attempt is refused without looking at the password).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginAttempt {
+    pub lock: LoginLock,
+    pub counted: bool,
+}
+
 impl LoginLock {
     pub fn is_locked(&self, now: i64) -> bool {
         self.locked_until > now
@@ -394,16 +403,19 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The failed-login state of an account.
     async fn login_lock(&self, tenant: &str, user_id: &str) -> Result<LoginLock, StoreError>;
 
-    /// Counts one failed sign-in atomically (every instance shares the
-    /// count) and answers the new state; it is locked when the failure
-    /// reached the threshold.
+    /// Counts one sign-in attempt as failed, atomically (every instance
+    /// shares the count), *before* its password is verified, so a burst of
+    /// parallel guesses cannot outrun the lock; a success then clears the
+    /// count. Answers the new state (locked when the attempt reached the
+    /// threshold) and whether the attempt was counted (not when the account
+    /// was already locked).
     async fn login_failed(
         &self,
         tenant: &str,
         user_id: &str,
         policy: &LockoutPolicy,
         now: i64,
-    ) -> Result<LoginLock, StoreError>;
+    ) -> Result<LoginAttempt, StoreError>;
 
     /// Forgets failures and lock (successful sign-in, admin unlock).
     async fn clear_login_failures(&self, tenant: &str, user_id: &str) -> Result<(), StoreError>;

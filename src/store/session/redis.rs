@@ -29,9 +29,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
 use super::{
-    AccessState, CUT_MIN_TTL, EndReason, LockoutPolicy, LoginLock, RefreshEntry, RefreshRecord,
-    RefreshState, RotateOutcome, Rotation, SESSION_PAGE, SessionRecord, SessionStore, UserCut,
-    standing,
+    AccessState, CUT_MIN_TTL, EndReason, LockoutPolicy, LoginAttempt, LoginLock, RefreshEntry,
+    RefreshRecord, RefreshState, RotateOutcome, Rotation, SESSION_PAGE, SessionRecord,
+    SessionStore, UserCut, standing,
 };
 use crate::store::StoreError;
 
@@ -605,7 +605,7 @@ impl SessionStore for RedisStore {
         user_id: &str,
         policy: &LockoutPolicy,
         now: i64,
-    ) -> Result<LoginLock, StoreError> {
+    ) -> Result<LoginAttempt, StoreError> {
         let mut conn = self.conn.clone();
         let mut inv = self.login_failed.prepare_invoke();
         inv.key(self.key(tenant, "lock", user_id))
@@ -615,13 +615,16 @@ impl SessionStore for RedisStore {
             .arg(policy.base_lock_seconds)
             .arg(policy.max_lock_seconds)
             .arg(policy.memory_seconds.max(1));
-        let (failures, locked_until, level): (u32, i64, u32) = self
+        let (failures, locked_until, level, counted): (u32, i64, u32, u8) = self
             .call("login_failed", inv.invoke_async(&mut conn))
             .await?;
-        Ok(LoginLock {
-            failures,
-            locked_until,
-            level,
+        Ok(LoginAttempt {
+            lock: LoginLock {
+                failures,
+                locked_until,
+                level,
+            },
+            counted: counted == 1,
         })
     }
 

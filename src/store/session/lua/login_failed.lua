@@ -1,6 +1,6 @@
 -- One failed sign-in: the steps of `LockoutPolicy::after_failure`, atomically.
 -- KEYS: lock hash. ARGV: now, threshold, window, base, max, memory.
--- Returns {failures, locked_until, level}.
+-- Returns {failures, locked_until, level, counted (1 or 0)}.
 local now = tonumber(ARGV[1])
 local threshold = tonumber(ARGV[2])
 local window = tonumber(ARGV[3])
@@ -13,7 +13,7 @@ local window_start = tonumber(h[2]) or now
 local locked_until = tonumber(h[3]) or 0
 local level = tonumber(h[4]) or 0
 if locked_until > now then
-  return {failures, locked_until, level}
+  return {failures, locked_until, level, 0}
 end
 if failures == 0 or now - window_start >= window then
   failures = 0
@@ -32,4 +32,4 @@ redis.call('HSET', KEYS[1], 'failures', failures, 'window_start', window_start,
 local keep = memory
 if locked_until > now then keep = keep + (locked_until - now) end
 redis.call('EXPIRE', KEYS[1], keep)
-return {failures, locked_until, level}
+return {failures, locked_until, level, 1}
