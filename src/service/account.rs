@@ -77,7 +77,7 @@ pub async fn change_password(
         .await
         .map_err(AppError::internal)?;
     if verified == Verified::No {
-        super::lockout::failed(state, tenant, Some(user_id), reserved, origin).await;
+        super::lockout::failed(state, tenant, Some(user_id), &reserved, origin).await?;
         super::audit::record(
             state,
             &tenant.slug,
@@ -92,7 +92,7 @@ pub async fn change_password(
             "is not the current password",
         ));
     }
-    super::lockout::succeeded(state, tenant, &user.id).await?;
+    super::lockout::succeeded(state, tenant, &reserved).await?;
     super::users::check_policy(tenant, &user.email, new.expose())?;
     let hash = state
         .passwords

@@ -1,60 +1,91 @@
-//! Account lockout around every password check (SPEC §7): an attempt is
-//! counted as failed before its password is verified, so parallel guesses
-//! cannot outrun the lock; a locked account's attempt is checked against a
-//! dummy hash (same time, same answer as a wrong password); a success clears
-//! the count.
+//! Account lockout around every password check (SPEC §7). An attempt is
+//! reserved before its password is checked: admitted while the window's
+//! failures plus the attempts in flight stay below the threshold, so a burst
+//! of parallel guesses cannot all be checked before the lock engages, while
+//! legitimate parallel sign-ins wait a moment for the others to finish. A
+//! locked account's attempt is checked against the dummy hash (same time,
+//! same answer as a wrong password); a success clears the count.
+
+use std::time::{Duration, Instant};
 
 use super::{Origin, unix_now};
 use crate::error::AppResult;
 use crate::state::AppState;
 use crate::store::db::tenants::Tenant;
-use crate::store::session::{LockoutPolicy, LoginAttempt};
+use crate::store::session::{LockoutPolicy, Reservation};
 
-/// An attempt counted before its password is verified.
-#[derive(Debug, Clone, Copy)]
+/// The longest an attempt waits for the attempts in flight before it.
+const MAX_WAIT: Duration = Duration::from_secs(5);
+const POLL: Duration = Duration::from_millis(20);
+
+/// A reserved attempt on one account (or on the shared id of unknown e-mails).
+#[derive(Debug, Clone)]
 pub struct Reserved {
-    attempt: LoginAttempt,
-    now: i64,
+    lock_id: String,
+    attempt_id: String,
+    admitted: bool,
 }
 
 impl Reserved {
-    /// Whether the password may be checked against the account's own hash:
-    /// false when the account was locked before this attempt.
+    /// Whether the password may be checked against the account's own hash.
     pub fn admitted(&self) -> bool {
-        self.attempt.counted
+        self.admitted
     }
 }
 
-/// Counts one attempt on the account `lock_id` as failed, before checking.
+/// Reserves one attempt on `lock_id` before its password is checked.
 pub async fn reserve(state: &AppState, tenant: &Tenant, lock_id: &str) -> AppResult<Reserved> {
-    let now = unix_now();
     let policy = LockoutPolicy::with_threshold(tenant.settings.lockout_threshold);
-    let attempt = state
-        .sessions
-        .login_failed(&tenant.slug, lock_id, &policy, now)
-        .await?;
-    Ok(Reserved { attempt, now })
+    let attempt_id = uuid::Uuid::new_v4().simple().to_string();
+    let started = Instant::now();
+    let admitted = loop {
+        match state
+            .sessions
+            .reserve_login_attempt(&tenant.slug, lock_id, &attempt_id, &policy, unix_now())
+            .await?
+        {
+            Reservation::Admitted => break true,
+            Reservation::Locked => break false,
+            Reservation::Wait if started.elapsed() >= MAX_WAIT => break false,
+            Reservation::Wait => tokio::time::sleep(POLL).await,
+        }
+    };
+    Ok(Reserved {
+        lock_id: lock_id.to_owned(),
+        attempt_id,
+        admitted,
+    })
 }
 
-/// The password was right: forget the failures (the reserved one included).
-pub async fn succeeded(state: &AppState, tenant: &Tenant, user_id: &str) -> AppResult<()> {
+/// The password was right: forget the failures and end the reservation.
+pub async fn succeeded(state: &AppState, tenant: &Tenant, reserved: &Reserved) -> AppResult<()> {
     state
         .sessions
-        .clear_login_failures(&tenant.slug, user_id)
+        .clear_login_failures(&tenant.slug, &reserved.lock_id)
         .await?;
-    Ok(())
+    release(state, tenant, reserved).await
 }
 
-/// The attempt failed: when it was the one that locked a real account,
-/// record that (audit `login.locked`, metric, log).
+/// The attempt failed: count it (attempts refused during a lock are not
+/// counted), end the reservation, and when it locked a real account record
+/// that (audit `login.locked`, metric, log).
 pub async fn failed(
     state: &AppState,
     tenant: &Tenant,
     user_id: Option<&str>,
-    reserved: Reserved,
+    reserved: &Reserved,
     origin: &Origin,
-) {
-    let Reserved { attempt, now } = reserved;
+) -> AppResult<()> {
+    if !reserved.admitted {
+        return Ok(());
+    }
+    let now = unix_now();
+    let policy = LockoutPolicy::with_threshold(tenant.settings.lockout_threshold);
+    let attempt = state
+        .sessions
+        .login_failed(&tenant.slug, &reserved.lock_id, &policy, now)
+        .await?;
+    release(state, tenant, reserved).await?;
     if let Some(id) = user_id
         && attempt.counted
         && attempt.lock.is_locked(now)
@@ -76,4 +107,15 @@ pub async fn failed(
         )
         .await;
     }
+    Ok(())
+}
+
+async fn release(state: &AppState, tenant: &Tenant, reserved: &Reserved) -> AppResult<()> {
+    if reserved.admitted {
+        state
+            .sessions
+            .release_login_attempt(&tenant.slug, &reserved.lock_id, &reserved.attempt_id)
+            .await?;
+    }
+    Ok(())
 }

@@ -197,3 +197,17 @@ async fn wrong_current_passwords_count_towards_the_lockout() {
     assert_eq!(change(USER_PASSWORD).await, StatusCode::BAD_REQUEST);
     assert_eq!(attempt(&app, &t, &email, USER_PASSWORD).await.0, 400);
 }
+
+#[tokio::test]
+async fn more_parallel_sign_ins_than_the_threshold_all_succeed() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (t, _, email) = tenant_with_threshold(&app, &admin, 3).await;
+    let burst = (0..12).map(|_| attempt(&app, &t, &email, USER_PASSWORD));
+    let statuses: Vec<u16> = futures_util::future::join_all(burst)
+        .await
+        .into_iter()
+        .map(|(status, _)| status)
+        .collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+}

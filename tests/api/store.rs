@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use latchkey::store::session::{
     AccessState, EndReason, LockoutPolicy, LoginLock, MemoryStore, RedisStore, RefreshRecord,
-    RefreshState, RotateOutcome, Rotation, SessionRecord, SessionStore, UserCut,
+    RefreshState, Reservation, RotateOutcome, Rotation, SessionRecord, SessionStore, UserCut,
 };
 
 async fn stores() -> Vec<(&'static str, Arc<dyn SessionStore>)> {
@@ -672,5 +672,46 @@ async fn a_store_that_lost_a_tenant_says_so_until_it_is_refilled() {
             AccessState::Unsynced,
             "{name}: data loss is noticed"
         );
+    }
+}
+
+#[tokio::test]
+async fn attempts_in_flight_count_towards_the_threshold_until_released() {
+    for (name, store) in stores().await {
+        let policy = LockoutPolicy::with_threshold(3);
+        let now = chrono::Utc::now().timestamp();
+        let user = format!("inflight-{name}");
+        let reserve = |id: &'static str| {
+            let (store, user) = (store.clone(), user.clone());
+            async move {
+                store
+                    .reserve_login_attempt("t", &user, id, &policy, now)
+                    .await
+                    .expect("reserve")
+            }
+        };
+        assert_eq!(reserve("a").await, Reservation::Admitted, "{name}");
+        assert_eq!(reserve("b").await, Reservation::Admitted, "{name}");
+        store
+            .login_failed("t", &user, &policy, now)
+            .await
+            .expect("fail");
+        // One failure and two in flight (one of them decided, not yet released).
+        assert_eq!(reserve("c").await, Reservation::Wait, "{name}");
+        store
+            .release_login_attempt("t", &user, "a")
+            .await
+            .expect("release");
+        assert_eq!(reserve("c").await, Reservation::Admitted, "{name}");
+        // Two failures more lock the account: no reservation then.
+        store
+            .login_failed("t", &user, &policy, now)
+            .await
+            .expect("fail");
+        store
+            .login_failed("t", &user, &policy, now)
+            .await
+            .expect("fail");
+        assert_eq!(reserve("d").await, Reservation::Locked, "{name}");
     }
 }

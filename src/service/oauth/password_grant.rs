@@ -70,14 +70,14 @@ pub(super) async fn grant(
                     .run(move |c| users::set_password_hash(c, &t, &id, &hash))
                     .await?;
             }
-            lockout::succeeded(state, tenant, &user.id).await?;
+            lockout::succeeded(state, tenant, &reserved).await?;
             user
         }
         (user, _) => {
             let target = user.as_ref().map(|u| u.id.as_str());
             crate::service::audit::record(state, &tenant.slug, "login", "failure", target, origin)
                 .await;
-            lockout::failed(state, tenant, target, reserved, origin).await;
+            lockout::failed(state, tenant, target, &reserved, origin).await?;
             // A locked account answers exactly like a wrong password.
             return Err(oauth(ErrorCode::InvalidGrant, WRONG_CREDENTIALS));
         }

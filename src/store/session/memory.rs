@@ -9,9 +9,9 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 
 use super::{
-    AccessState, CUT_MIN_TTL, EndReason, LockoutPolicy, LoginAttempt, LoginLock, RefreshEntry,
-    RefreshRecord, RefreshState, RotateOutcome, Rotation, SessionRecord, SessionStore, UserCut,
-    active_generation, parse_cutoff, standing,
+    ATTEMPT_TTL, AccessState, CUT_MIN_TTL, EndReason, LockoutPolicy, LoginAttempt, LoginLock,
+    RefreshEntry, RefreshRecord, RefreshState, Reservation, RotateOutcome, Rotation, SessionRecord,
+    SessionStore, UserCut, active_generation, parse_cutoff, standing,
 };
 use crate::store::StoreError;
 
@@ -56,6 +56,8 @@ struct Inner {
     synced: std::collections::HashSet<String>,
     /// Failed sign-ins: (state, window start).
     locks: HashMap<String, Expiring<(LoginLock, i64)>>,
+    /// Sign-in attempts in flight: attempt id -> expiry (Unix seconds).
+    pending: HashMap<String, HashMap<String, i64>>,
     writes: u64,
 }
 
@@ -539,6 +541,7 @@ impl SessionStore for MemoryStore {
         inner.denied.retain(|k, _| !k.starts_with(&prefix));
         inner.cuts.retain(|k, _| !k.starts_with(&prefix));
         inner.synced.remove(tenant);
+        inner.pending.retain(|k, _| !k.starts_with(&prefix));
         inner.locks.retain(|k, _| !k.starts_with(&prefix));
         Ok(())
     }
@@ -574,6 +577,55 @@ impl SessionStore for MemoryStore {
         );
         inner.after_write();
         Ok(LoginAttempt { lock, counted })
+    }
+
+    async fn reserve_login_attempt(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        attempt_id: &str,
+        policy: &LockoutPolicy,
+        now: i64,
+    ) -> Result<Reservation, StoreError> {
+        let mut inner = self.inner.lock();
+        let (lock, window_start) = Inner::get_live(&inner.locks, &key(tenant, "lock", user_id))
+            .copied()
+            .unwrap_or((LoginLock::default(), now));
+        if lock.is_locked(now) {
+            return Ok(Reservation::Locked);
+        }
+        let failures = if now - window_start >= policy.window_seconds {
+            0
+        } else {
+            lock.failures
+        };
+        let pending = inner
+            .pending
+            .entry(key(tenant, "lockp", user_id))
+            .or_default();
+        pending.retain(|_, expiry| *expiry > now);
+        if failures as usize + pending.len() >= policy.threshold as usize {
+            return Ok(Reservation::Wait);
+        }
+        pending.insert(attempt_id.to_owned(), now + ATTEMPT_TTL as i64);
+        Ok(Reservation::Admitted)
+    }
+
+    async fn release_login_attempt(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        attempt_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock();
+        let k = key(tenant, "lockp", user_id);
+        if let Some(pending) = inner.pending.get_mut(&k) {
+            pending.remove(attempt_id);
+            if pending.is_empty() {
+                inner.pending.remove(&k);
+            }
+        }
+        Ok(())
     }
 
     async fn clear_login_failures(&self, tenant: &str, user_id: &str) -> Result<(), StoreError> {

@@ -226,6 +226,22 @@ pub struct LoginAttempt {
     pub counted: bool,
 }
 
+/// The answer to reserving a sign-in attempt before its password is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// The password may be checked against the account's hash.
+    Admitted,
+    /// Failures plus attempts in flight reach the threshold: ask again once
+    /// those have been decided.
+    Wait,
+    /// The account is locked: refuse without checking.
+    Locked,
+}
+
+/// How long an admitted attempt counts as in flight at most (seconds), even
+/// if its instance never reports how it ended.
+pub const ATTEMPT_TTL: u64 = 30;
+
 impl LoginLock {
     pub fn is_locked(&self, now: i64) -> bool {
         self.locked_until > now
@@ -416,6 +432,28 @@ pub trait SessionStore: Send + Sync + 'static {
         policy: &LockoutPolicy,
         now: i64,
     ) -> Result<LoginAttempt, StoreError>;
+
+    /// Reserves one sign-in attempt (`attempt_id`, unique) before its
+    /// password is checked: admitted while the window's failures plus the
+    /// attempts in flight stay below `policy.threshold`. An admitted attempt
+    /// is released with `release_login_attempt` once decided.
+    async fn reserve_login_attempt(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        attempt_id: &str,
+        policy: &LockoutPolicy,
+        now: i64,
+    ) -> Result<Reservation, StoreError>;
+
+    /// Ends an admitted attempt's reservation (after counting its failure,
+    /// or after a success).
+    async fn release_login_attempt(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        attempt_id: &str,
+    ) -> Result<(), StoreError>;
 
     /// Forgets failures and lock (successful sign-in, admin unlock).
     async fn clear_login_failures(&self, tenant: &str, user_id: &str) -> Result<(), StoreError>;

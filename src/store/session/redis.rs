@@ -14,6 +14,7 @@
 //! | `fam:{family}` | hash | a refresh-token family: current token, status |
 //! | `deny:{jti}` | string | an access token revoked through RFC 7009 or logout |
 //! | `lock:{user}` | hash | failed sign-ins and the account lock |
+//! | `lockp:{user}` | sorted set | sign-in attempts in flight (id, expiry) |
 //! | `synced` | string | present once the tenant's durable denials were copied in |
 //!
 //! Every key but `synced` has a TTL; a store that lost `synced` (restart
@@ -29,9 +30,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
 use super::{
-    AccessState, CUT_MIN_TTL, EndReason, LockoutPolicy, LoginAttempt, LoginLock, RefreshEntry,
-    RefreshRecord, RefreshState, RotateOutcome, Rotation, SESSION_PAGE, SessionRecord,
-    SessionStore, UserCut, standing,
+    ATTEMPT_TTL, AccessState, CUT_MIN_TTL, EndReason, LockoutPolicy, LoginAttempt, LoginLock,
+    RefreshEntry, RefreshRecord, RefreshState, Reservation, RotateOutcome, Rotation, SESSION_PAGE,
+    SessionRecord, SessionStore, UserCut, standing,
 };
 use crate::store::StoreError;
 
@@ -50,6 +51,7 @@ mod scripts {
     pub const ROTATE: &str = include_str!("lua/rotate.lua");
     pub const TOUCH: &str = include_str!("lua/touch.lua");
     pub const LOGIN_FAILED: &str = include_str!("lua/login_failed.lua");
+    pub const LOGIN_RESERVE: &str = include_str!("lua/login_reserve.lua");
 }
 
 fn script(body: &str) -> Script {
@@ -71,6 +73,7 @@ pub struct RedisStore {
     rotate: Script,
     touch: Script,
     login_failed: Script,
+    login_reserve: Script,
 }
 
 fn unavailable(e: impl Into<anyhow::Error>) -> StoreError {
@@ -106,6 +109,7 @@ impl RedisStore {
             rotate: script(scripts::ROTATE),
             touch: script(scripts::TOUCH),
             login_failed: script(scripts::LOGIN_FAILED),
+            login_reserve: script(scripts::LOGIN_RESERVE),
         })
     }
 
@@ -626,6 +630,48 @@ impl SessionStore for RedisStore {
             },
             counted: counted == 1,
         })
+    }
+
+    async fn reserve_login_attempt(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        attempt_id: &str,
+        policy: &LockoutPolicy,
+        now: i64,
+    ) -> Result<Reservation, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut inv = self.login_reserve.prepare_invoke();
+        inv.key(self.key(tenant, "lock", user_id))
+            .key(self.key(tenant, "lockp", user_id))
+            .arg(now)
+            .arg(attempt_id)
+            .arg(ATTEMPT_TTL)
+            .arg(policy.threshold)
+            .arg(policy.window_seconds);
+        let answer: String = self
+            .call("reserve_login_attempt", inv.invoke_async(&mut conn))
+            .await?;
+        Ok(match answer.as_str() {
+            "admitted" => Reservation::Admitted,
+            "wait" => Reservation::Wait,
+            _ => Reservation::Locked,
+        })
+    }
+
+    async fn release_login_attempt(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        attempt_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.key(tenant, "lockp", user_id);
+        self.call(
+            "release_login_attempt",
+            conn.zrem::<_, _, ()>(&key, attempt_id),
+        )
+        .await
     }
 
     async fn clear_login_failures(&self, tenant: &str, user_id: &str) -> Result<(), StoreError> {
