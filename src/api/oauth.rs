@@ -324,12 +324,15 @@ pub async fn introspect(req: HttpRequest, payload: web::Payload) -> Result<HttpR
                 "Introspection needs a confidential client.",
             ));
         }
-        grants::authenticate_client(&state, &tenant.slug, &creds).await?;
+        let client = grants::authenticate_client(&state, &tenant.slug, &creds).await?;
         let presented = form
             .remove("token")
             .filter(|t| !t.is_empty())
             .ok_or_else(|| invalid_request("token is required."))?;
-        let answer = introspection::introspect(&state, &tenant, &presented).await?;
+        let hint = form.remove("token_type_hint");
+        let answer =
+            introspection::introspect(&state, &tenant, &client, &presented, hint.as_deref())
+                .await?;
         Ok(HttpResponse::Ok().json(answer))
     })
     .await

@@ -5,9 +5,10 @@ use serde::Serialize;
 use super::token_check::authenticate_bearer;
 use super::unix_now;
 use crate::authn::sha256_hex;
-use crate::authn::tokens::Audience;
+use crate::authn::tokens::{AccessClaims, Audience};
 use crate::error::{AppResult, ErrorCode};
 use crate::state::AppState;
+use crate::store::db::clients::Client;
 use crate::store::db::tenants::Tenant;
 use crate::store::session::RefreshState;
 
@@ -43,49 +44,124 @@ pub struct Introspection {
     pub roles: Option<Vec<String>>,
 }
 
-/// RFC 7662: whether a token of this tenant is active, and what it says.
+/// Which kind of token the caller says it presents (`token_type_hint`,
+/// RFC 7662 §2.1): only the order of the lookups depends on it.
+fn access_token_first(hint: Option<&str>, token: &str) -> bool {
+    match hint {
+        Some("access_token") => true,
+        Some("refresh_token") => false,
+        // Refresh tokens are opaque; access tokens are JWTs (three parts).
+        _ => token.split('.').count() == 3,
+    }
+}
+
+/// Whether `caller` may learn about an access token (RFC 7662 §4): it is
+/// the token's audience (its `client_id` or one of its `audience` values)
+/// or its authorized party.
+fn may_see_access_token(caller: &Client, claims: &AccessClaims) -> bool {
+    if claims.azp == caller.client_id {
+        return true;
+    }
+    let audience: &[String] = match &claims.aud {
+        Audience::One(a) => std::slice::from_ref(a),
+        Audience::Many(list) => list,
+    };
+    audience
+        .iter()
+        .any(|a| *a == caller.client_id || caller.audience.contains(a))
+}
+
+/// RFC 7662: whether a token of this tenant is active, and what it says, as
+/// far as `caller` may know. A client learns about its own refresh tokens
+/// and about access tokens meant for it (see `may_see_access_token`);
+/// anything else is `{"active": false}`, like an unknown token.
 pub async fn introspect(
     state: &AppState,
     tenant: &Tenant,
+    caller: &Client,
     token: &str,
+    hint: Option<&str>,
 ) -> AppResult<Introspection> {
-    let hash = sha256_hex(token);
-    if let Some(entry) = state.sessions.get_refresh(&tenant.slug, &hash).await? {
-        let now = unix_now();
-        let r = &entry.record;
-        let current_generation = state
-            .client(&tenant.slug, &r.client_id)
-            .await?
-            .filter(|c| c.enabled)
-            .map(|c| c.generation.clone());
-        let active = entry.state == RefreshState::Current
-            && entry.family_active
-            && entry.session_active
-            && current_generation.as_deref() == Some(r.client_generation.as_str())
-            && now <= r.expires_at
-            && now <= r.family_expires_at;
-        if !active {
-            return Ok(Introspection::default());
+    if access_token_first(hint, token) {
+        if let Some(answer) = access_token(state, tenant, caller, token).await? {
+            return Ok(answer);
         }
-        return Ok(Introspection {
-            active: true,
-            scope: Some(r.scope.clone()),
-            client_id: Some(r.client_id.clone()),
-            sub: Some(r.user_id.clone()),
-            token_type: Some("refresh_token".to_owned()),
-            exp: Some(r.expires_at.min(r.family_expires_at)),
-            iss: Some(state.issuer(&tenant.slug)),
-            tid: Some(tenant.slug.clone()),
-            sid: Some(r.session_id.clone()),
-            ..Introspection::default()
-        });
+        Ok(refresh_token(state, tenant, caller, token)
+            .await?
+            .unwrap_or_default())
+    } else {
+        if let Some(answer) = refresh_token(state, tenant, caller, token).await? {
+            return Ok(answer);
+        }
+        Ok(access_token(state, tenant, caller, token)
+            .await?
+            .unwrap_or_default())
     }
+}
+
+/// The answer for a refresh token of this tenant, or `None` when the token
+/// is not one.
+async fn refresh_token(
+    state: &AppState,
+    tenant: &Tenant,
+    caller: &Client,
+    token: &str,
+) -> AppResult<Option<Introspection>> {
+    let hash = sha256_hex(token);
+    let Some(entry) = state.sessions.get_refresh(&tenant.slug, &hash).await? else {
+        return Ok(None);
+    };
+    let now = unix_now();
+    let r = &entry.record;
+    if r.client_id != caller.client_id {
+        return Ok(Some(Introspection::default()));
+    }
+    let active = entry.state == RefreshState::Current
+        && entry.family_active
+        && entry.session_active
+        && caller.enabled
+        && caller.generation == r.client_generation
+        && now <= r.expires_at
+        && now <= r.family_expires_at;
+    if !active {
+        return Ok(Some(Introspection::default()));
+    }
+    Ok(Some(Introspection {
+        active: true,
+        scope: Some(r.scope.clone()),
+        client_id: Some(r.client_id.clone()),
+        sub: Some(r.user_id.clone()),
+        token_type: Some("refresh_token".to_owned()),
+        exp: Some(r.expires_at.min(r.family_expires_at)),
+        iss: Some(state.issuer(&tenant.slug)),
+        tid: Some(tenant.slug.clone()),
+        sid: Some(r.session_id.clone()),
+        ..Introspection::default()
+    }))
+}
+
+/// The answer for an access token of this tenant, or `None` when the token
+/// does not verify as one.
+async fn access_token(
+    state: &AppState,
+    tenant: &Tenant,
+    caller: &Client,
+    token: &str,
+) -> AppResult<Option<Introspection>> {
     let claims = match authenticate_bearer(state, &tenant.slug, token).await {
         Ok(c) => c,
         Err(e) if e.code() == ErrorCode::StoreUnavailable => return Err(e),
-        Err(_) => return Ok(Introspection::default()),
+        Err(e)
+            if e.code() == ErrorCode::SessionRevoked || e.code() == ErrorCode::AccountDisabled =>
+        {
+            return Ok(Some(Introspection::default()));
+        }
+        Err(_) => return Ok(None),
     };
-    Ok(Introspection {
+    if !may_see_access_token(caller, &claims) {
+        return Ok(Some(Introspection::default()));
+    }
+    Ok(Some(Introspection {
         active: true,
         scope: Some(claims.scope),
         client_id: Some(claims.client_id),
@@ -100,5 +176,5 @@ pub async fn introspect(
         tid: Some(claims.tid),
         sid: claims.sid,
         roles: Some(claims.roles),
-    })
+    }))
 }

@@ -131,7 +131,22 @@ async fn introspection_of_another_tenants_token_is_inactive() {
     let (cb, sb) = app
         .create_confidential_client(&admin, &b, &["client_credentials"])
         .await;
-    for token in [str_of(&ta, "access_token"), str_of(&ta, "refresh_token")] {
+    // A client may introspect the access tokens meant for it: make each
+    // confidential client an audience of admin-cli's tokens.
+    for (t, c) in [(&a, &ca), (&b, &cb)] {
+        let res = app
+            .patch_json(
+                &format!("/admin/tenants/{t}/clients/admin-cli"),
+                &admin,
+                &json!({"audience": [c]}),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let ta = app
+        .login(&a, &format!("user@{a}.test"), crate::helpers::USER_PASSWORD)
+        .await;
+    for token in [str_of(&ta, "access_token")] {
         let res = app
             .http
             .post(app.url(&format!("/tenants/{b}/oauth/introspect")))

@@ -231,9 +231,20 @@ async fn introspection_needs_a_confidential_client_and_reports_revocation() {
     let app = spawn_app().await;
     let admin = app.admin_token().await;
     let (t, user_id, tokens) = app.tenant_with_user(&admin, json!({})).await;
-    let (cid, secret) = app
-        .create_confidential_client(&admin, &t, &["client_credentials"])
+    // A resource server for the tokens admin-cli gets (their audience).
+    let res = app
+        .post_json(
+            &format!("/admin/tenants/{t}/clients"),
+            &admin,
+            &json!({"name": "api", "type": "confidential",
+                    "grant_types": ["client_credentials"], "audience": ["admin-cli"]}),
+        )
         .await;
+    let body = json(res).await;
+    let (cid, secret) = (
+        str_of(&body, "client_id").to_owned(),
+        str_of(&body, "client_secret").to_owned(),
+    );
     let access = str_of(&tokens, "access_token");
     let res = app
         .http
@@ -395,4 +406,126 @@ async fn disabling_admin_cli_stops_sign_in_through_it() {
         )
         .await;
     assert_unauthorized(res, "account_disabled").await;
+}
+
+/// Introspects `token` as the confidential client `(id, secret)`.
+async fn introspect_as(
+    app: &crate::helpers::TestApp,
+    t: &str,
+    client: &(String, String),
+    token: &str,
+    hint: Option<&str>,
+) -> serde_json::Value {
+    let mut form = vec![("token", token)];
+    if let Some(hint) = hint {
+        form.push(("token_type_hint", hint));
+    }
+    let res = app
+        .http
+        .post(app.url(&format!("/tenants/{t}/oauth/introspect")))
+        .basic_auth(&client.0, Some(&client.1))
+        .form(&form)
+        .send()
+        .await
+        .expect("introspect");
+    assert_eq!(res.status(), StatusCode::OK);
+    json(res).await
+}
+
+#[tokio::test]
+async fn a_client_learns_only_about_tokens_meant_for_it() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (t, _, _) = app.tenant_with_user(&admin, json!({})).await;
+    let mut clients = Vec::new();
+    for (name, audience) in [
+        ("web", json!([])),
+        ("api", json!(["https://api.example"])),
+        ("spy", json!([])),
+    ] {
+        let res = app
+            .post_json(
+                &format!("/admin/tenants/{t}/clients"),
+                &admin,
+                &json!({"client_id": name, "name": name, "type": "confidential",
+                        "grant_types": ["client_credentials", "password", "refresh_token"],
+                        "audience": audience}),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        let body = json(res).await;
+        clients.push((name.to_owned(), str_of(&body, "client_secret").to_owned()));
+    }
+    let (web, api, spy) = (&clients[0], &clients[1], &clients[2]);
+    // A user signs in through "web" (tokens for web) and through "api"
+    // (tokens whose audience is https://api.example).
+    let sign_in = |client: &(String, String)| {
+        let (app, t, client) = (&app, t.clone(), client.clone());
+        async move {
+            let email = format!("user@{t}.test");
+            let res = app
+                .token(
+                    &t,
+                    &[
+                        ("grant_type", "password"),
+                        ("client_id", &client.0),
+                        ("client_secret", &client.1),
+                        ("username", &email),
+                        ("password", USER_PASSWORD),
+                    ],
+                )
+                .await;
+            assert_eq!(res.status(), StatusCode::OK);
+            json(res).await
+        }
+    };
+    let via_web = sign_in(web).await;
+    let via_api = sign_in(api).await;
+    let web_access = str_of(&via_web, "access_token");
+    let web_refresh = str_of(&via_web, "refresh_token");
+    let api_access = str_of(&via_api, "access_token");
+    // Its own refresh token and the access tokens it is the audience or
+    // authorized party of: active.
+    assert_eq!(
+        introspect_as(&app, &t, web, web_refresh, None).await["active"],
+        true
+    );
+    assert_eq!(
+        introspect_as(&app, &t, web, web_access, None).await["active"],
+        true
+    );
+    assert_eq!(
+        introspect_as(&app, &t, api, api_access, None).await["active"],
+        true
+    );
+    // Another client's refresh token, or an access token not meant for the
+    // caller: exactly what an unknown token gets.
+    let inactive = json!({"active": false});
+    for hint in [None, Some("refresh_token"), Some("access_token")] {
+        assert_eq!(
+            introspect_as(&app, &t, spy, web_refresh, hint).await,
+            inactive
+        );
+        assert_eq!(
+            introspect_as(&app, &t, spy, web_access, hint).await,
+            inactive
+        );
+        assert_eq!(
+            introspect_as(&app, &t, api, web_refresh, hint).await,
+            inactive
+        );
+        assert_eq!(
+            introspect_as(&app, &t, web, api_access, hint).await,
+            inactive
+        );
+    }
+    // The hint only orders the lookups: a wrong hint still finds the token.
+    assert_eq!(
+        introspect_as(&app, &t, web, web_refresh, Some("access_token")).await["active"],
+        true
+    );
+    assert_eq!(
+        introspect_as(&app, &t, web, web_access, Some("refresh_token")).await["active"],
+        true
+    );
 }
