@@ -13,6 +13,7 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpRequest, web};
 
 use crate::authn::tokens::{self, AccessClaims};
+use crate::authz::ROLE_PLATFORM_ADMIN;
 use crate::domain::SYSTEM_TENANT;
 use crate::error::{AppError, ErrorCode};
 use crate::service::Origin;
@@ -253,6 +254,12 @@ impl<P: Permission + 'static> FromRequest for Authorized<P> {
             if !allowed {
                 return Err(AppError::forbidden(&permission).with_realm(&slug));
             }
+            if P::ACTION == "write"
+                && !caller.platform_admin
+                && touches_platform_admin(&state, &req, &slug).await?
+            {
+                return Err(AppError::forbidden("platform-admin").with_realm(&slug));
+            }
             let tenant = load_tenant(&state, &slug).await?;
             Ok(Self {
                 caller,
@@ -260,6 +267,27 @@ impl<P: Permission + 'static> FromRequest for Authorized<P> {
                 _permission: PhantomData,
             })
         })
+    }
+}
+
+/// Whether a write in `tenant` acts on platform-admin powers: on a user who
+/// is a platform admin (their account, sessions or roles), or on the
+/// `platform-admin` role itself. Only platform admins may; a `system`
+/// tenant `admin` may not (it could otherwise take over or become one).
+async fn touches_platform_admin(
+    state: &AppState,
+    req: &HttpRequest,
+    tenant: &str,
+) -> Result<bool, AppError> {
+    if tenant != SYSTEM_TENANT {
+        return Ok(false);
+    }
+    if req.match_info().get("role") == Some(ROLE_PLATFORM_ADMIN) {
+        return Ok(true);
+    }
+    match req.match_info().get("user_id") {
+        Some(user) => Ok(state.authz.is_platform_admin(user).await?),
+        None => Ok(false),
     }
 }
 

@@ -227,15 +227,21 @@ pub async fn user_roles(state: &AppState, tenant: &str, user_id: &str) -> AppRes
 }
 
 /// Replaces the roles a user holds; every role must exist in this tenant.
+/// Only a platform admin (`granted_by_platform_admin`) may grant
+/// `platform-admin` (403 `forbidden` otherwise).
 pub async fn set_user_roles(
     state: &AppState,
     tenant: &str,
     user_id: &str,
     roles: Vec<String>,
+    granted_by_platform_admin: bool,
     origin: &Origin,
 ) -> AppResult<Vec<String>> {
     if roles.len() > 100 {
         return Err(AppError::validation("roles", "at most 100"));
+    }
+    if !granted_by_platform_admin && roles.iter().any(|r| r == ROLE_PLATFORM_ADMIN) {
+        return Err(AppError::forbidden(ROLE_PLATFORM_ADMIN).with_realm(tenant));
     }
     let (t, u) = (tenant.to_owned(), user_id.to_owned());
     let result = state

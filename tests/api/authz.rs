@@ -434,3 +434,93 @@ async fn every_admin_route_answers_401_anonymous_and_403_without_a_role() {
         }
     }
 }
+
+#[tokio::test]
+async fn only_a_platform_admin_may_act_on_platform_admin_powers() {
+    let app = spawn_app().await;
+    let root = app.admin_token().await;
+    let root_id = crate::helpers::TestApp::claims_of(&root).sub;
+    // A system tenant `admin`: every admin permission in `system`.
+    let email = format!(
+        "ops-{}@platform.test",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let ops_id = app.create_user(&root, "system", &email).await;
+    let res = app
+        .send_json(
+            Method::PUT,
+            &format!("/admin/tenants/system/users/{ops_id}/roles"),
+            &root,
+            &json!({"roles": ["admin"]}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let ops = str_of(
+        &app.login("system", &email, USER_PASSWORD).await,
+        "access_token",
+    )
+    .to_owned();
+
+    // Granting itself platform-admin.
+    let res = app
+        .send_json(
+            Method::PUT,
+            &format!("/admin/tenants/system/users/{ops_id}/roles"),
+            &ops,
+            &json!({"roles": ["admin", "platform-admin"]}),
+        )
+        .await;
+    assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+    // Taking over or locking out a platform admin.
+    for (method, path, body) in [
+        (
+            Method::PATCH,
+            format!("/admin/tenants/system/users/{root_id}"),
+            json!({"password": "a takeover passphrase 123"}),
+        ),
+        (
+            Method::PATCH,
+            format!("/admin/tenants/system/users/{root_id}"),
+            json!({"status": "disabled"}),
+        ),
+        (
+            Method::DELETE,
+            format!("/admin/tenants/system/users/{root_id}"),
+            json!({}),
+        ),
+        (
+            Method::PUT,
+            format!("/admin/tenants/system/users/{root_id}/roles"),
+            json!({"roles": []}),
+        ),
+        (
+            Method::POST,
+            format!("/admin/tenants/system/users/{root_id}/sessions/revoke"),
+            json!({}),
+        ),
+        (
+            Method::PUT,
+            "/admin/tenants/system/roles/platform-admin".to_owned(),
+            json!({"name": "platform-admin", "description": "mine", "permissions": [{"resource": "*", "action": "*"}]}),
+        ),
+    ] {
+        let res = app.send_json(method.clone(), &path, &ops, &body).await;
+        assert_problem(res, StatusCode::FORBIDDEN, "forbidden").await;
+    }
+    // Still what it was: the platform admin signs in and works.
+    let root = app.admin_token().await;
+    assert_eq!(
+        app.get("/admin/tenants", &root).await.status(),
+        StatusCode::OK
+    );
+    // It may still manage ordinary system users, and a platform admin may grant.
+    let res = app
+        .send_json(
+            Method::PUT,
+            &format!("/admin/tenants/system/users/{ops_id}/roles"),
+            &root,
+            &json!({"roles": ["admin", "platform-admin"]}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+}

@@ -264,6 +264,7 @@ pub async fn put_user_roles(
         &auth.tenant.slug,
         &user_id,
         body.into_inner()?.roles,
+        auth.caller.platform_admin,
         &auth.origin(&req),
     )
     .await?;
