@@ -109,6 +109,7 @@ fn shared_error(e: Arc<StoreError>) -> StoreError {
     match &*e {
         StoreError::NotFound(what) => StoreError::NotFound(what),
         StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
+        StoreError::InvalidCursor => StoreError::InvalidCursor,
         StoreError::Unavailable(what, inner) => {
             StoreError::Unavailable(what, anyhow::anyhow!("{inner:#}"))
         }

@@ -88,7 +88,7 @@ pub struct Config {
     /// How long a graceful shutdown waits for in-flight requests.
     pub shutdown_timeout_seconds: u64,
     /// A new signing key is published this long before it signs, so JWKS
-    /// caches (max-age 300 s) learn it first.
+    /// caches learn it first (the JWKS `max-age` never exceeds this delay).
     pub key_activation_delay_seconds: u64,
     /// Signing keys older than this are rotated automatically; 0 turns it off.
     pub key_rotation_days: u64,

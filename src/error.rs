@@ -480,6 +480,9 @@ impl From<crate::store::StoreError> for AppError {
         match e {
             StoreError::NotFound(what) => AppError::not_found(what),
             StoreError::Conflict(what) => AppError::conflict(what),
+            StoreError::InvalidCursor => {
+                AppError::validation("cursor", "is not a next_cursor this list answered")
+            }
             StoreError::Unavailable(component, cause) => AppError::unavailable(component, cause),
             StoreError::Other(cause) => AppError::internal(cause),
         }

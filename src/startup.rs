@@ -5,6 +5,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_web::HttpResponse;
 use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
@@ -166,7 +167,17 @@ impl Application {
                     utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
                         .url("/openapi.json", spec.clone()),
                 )
+                // SPEC §3 names `/docs`; the page's relative assets need the slash.
+                .route(
+                    "/docs",
+                    web::get().to(|| async {
+                        HttpResponse::PermanentRedirect()
+                            .insert_header(("Location", "/docs/"))
+                            .finish()
+                    }),
+                )
                 .default_service(web::to(api::fallback))
+                .wrap(from_fn(api::extract::tokens_outside_the_header))
                 .wrap(ratelimit::middleware(&auth_limiter))
                 .wrap(ratelimit::middleware(&api_limiter))
                 .wrap(from_fn(telemetry::header_limits))

@@ -318,3 +318,84 @@ impl FromRequest for PlatformAdmin {
         })
     }
 }
+
+/// Middleware: a token sent outside the `Authorization` header (an
+/// `access_token` query or form-body parameter, RFC 6750 §2.2–2.3) is
+/// answered 400 `invalid_request` before any other check, on every API
+/// route but the three OAuth endpoints that take form bodies of their own
+/// (SPEC §4, §5: tokens never belong in URLs or bodies).
+pub async fn tokens_outside_the_header(
+    mut req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<
+    actix_web::dev::ServiceResponse<actix_web::body::EitherBody<impl actix_web::body::MessageBody>>,
+    actix_web::Error,
+> {
+    use actix_web::HttpMessage;
+    use futures_util::StreamExt;
+
+    let path = req.path();
+    let guarded = (path.starts_with("/tenants/") || path.starts_with("/admin/"))
+        && crate::ratelimit::flavor_of(path) != crate::error::Flavor::OAuth;
+    if !guarded {
+        return Ok(next.call(req).await?.map_into_left_body());
+    }
+    let has_token = |form: &[u8]| {
+        serde_urlencoded::from_bytes::<Vec<(String, String)>>(form)
+            .is_ok_and(|pairs| pairs.iter().any(|(k, _)| k == "access_token"))
+    };
+    let mut outside = has_token(req.query_string().as_bytes());
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';').next().is_some_and(|m| {
+                m.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+        });
+    if !outside && is_form {
+        // Read at most one byte past the body limit; the handler answers
+        // 413 for the rest as it would have.
+        let limit = crate::api::body_limit(req.request()) + 1;
+        let mut payload = req.take_payload();
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk?;
+            body.extend_from_slice(&chunk);
+            if body.len() >= limit {
+                break;
+            }
+        }
+        outside = has_token(&body);
+        req.set_payload(actix_web::dev::Payload::from(body.freeze()));
+    }
+    if !outside {
+        return Ok(next.call(req).await?.map_into_left_body());
+    }
+    let error = AppError::bearer_invalid_request(
+        "Send the access token once, in the Authorization header only",
+    )
+    .with_realm(&realm_of_path(req.path()));
+    let response = actix_web::ResponseError::error_response(&error);
+    Ok(req.into_response(response).map_into_right_body())
+}
+
+/// The realm of a path before routing: its tenant segment, or `latchkey`.
+fn realm_of_path(path: &str) -> String {
+    let rest = path
+        .strip_prefix("/tenants/")
+        .or_else(|| path.strip_prefix("/admin/tenants/"));
+    match rest.and_then(|r| r.split('/').next()) {
+        Some(t)
+            if !t.is_empty()
+                && t.len() <= 64
+                && t.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') =>
+        {
+            t.to_owned()
+        }
+        _ => "latchkey".to_owned(),
+    }
+}

@@ -112,8 +112,11 @@ pub struct JwkSet {
 pub async fn jwks(state: web::Data<AppState>, t: web::Path<String>) -> AppResult<HttpResponse> {
     load_tenant(&state, &t).await?;
     let keys = state.keys.keys(&t).await?;
+    // A cache may keep key material no longer than a new key is published
+    // before it signs, or it would refuse that key's tokens.
+    let max_age = state.config.key_activation_delay_seconds.min(300);
     Ok(HttpResponse::Ok()
-        .insert_header(("Cache-Control", "public, max-age=300"))
+        .insert_header(("Cache-Control", format!("public, max-age={max_age}")))
         .json(JwkSet {
             keys: keys.jwks.clone(),
         }))

@@ -8,7 +8,7 @@ use crate::authz::{ROLE_ADMIN, ROLE_PLATFORM_ADMIN, ROLE_VIEWER};
 use crate::error::{AppError, AppResult};
 use crate::state::{AppState, Change};
 use crate::store::StoreError;
-use crate::store::db::{Page, decode_cursor, policies, users};
+use crate::store::db::{Page, cursor_position, policies, users};
 
 /// One permission of a role.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -104,7 +104,7 @@ pub async fn list(
     limit: usize,
 ) -> AppResult<Page<Role>> {
     let t = tenant.to_owned();
-    let after = cursor.as_deref().and_then(decode_cursor);
+    let after = cursor_position("roles", cursor.as_deref())?;
     let roles = state
         .db
         .run(move |c| {
@@ -114,7 +114,7 @@ pub async fn list(
                 .collect::<Result<Vec<_>, _>>()
         })
         .await?;
-    Ok(Page::from_rows(roles, limit, |r| r.name.clone()))
+    Ok(Page::from_rows("roles", roles, limit, |r| r.name.clone()))
 }
 
 pub async fn get(state: &AppState, tenant: &str, name: &str) -> AppResult<Role> {

@@ -13,6 +13,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0} unavailable: {1:#}")]
     Unavailable(&'static str, anyhow::Error),
+    /// A list cursor this list did not issue.
+    #[error("not a cursor of this list")]
+    InvalidCursor,
     #[error(transparent)]
     Other(anyhow::Error),
 }

@@ -355,3 +355,38 @@ async fn a_client_secret_is_shown_once_and_grants_are_enforced() {
         .await;
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn a_cursor_this_list_did_not_issue_is_400_naming_cursor() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let t = slug("cur");
+    app.create_tenant(&admin, &t, json!({})).await;
+    for i in 0..3 {
+        app.create_user(&admin, &t, &format!("u{i}@{t}.test")).await;
+    }
+    let res = app
+        .get(&format!("/admin/tenants/{t}/users?limit=1"), &admin)
+        .await;
+    let page = json(res).await;
+    let users_cursor = str_of(&page, "next_cursor").to_owned();
+    let res = app
+        .get(
+            &format!("/admin/tenants/{t}/users?limit=1&cursor={users_cursor}"),
+            &admin,
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    for path in [
+        format!("/admin/tenants/{t}/users?cursor=!!not-a-cursor!!"),
+        format!("/admin/tenants/{t}/users?cursor=bm90LWEtY3Vyc29y"),
+        format!("/admin/tenants/{t}/clients?cursor={users_cursor}"),
+        format!("/admin/tenants/{t}/roles?cursor={users_cursor}"),
+        format!("/admin/tenants/{t}/audit?cursor={users_cursor}"),
+        format!("/admin/tenants?cursor={users_cursor}"),
+    ] {
+        let res = app.get(&path, &admin).await;
+        let body = assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
+        assert!(body.to_string().contains("cursor"), "{path}: {body}");
+    }
+}

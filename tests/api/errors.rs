@@ -506,3 +506,49 @@ async fn logout_with_a_json_null_body_ends_only_this_session() {
         .await;
     assert_eq!(res.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn a_token_in_a_form_body_is_400_invalid_request_before_any_other_check() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (t, _, tokens) = app.tenant_with_user(&admin, json!({})).await;
+    let access = str_of(&tokens, "access_token");
+    for (path, with_header) in [
+        (format!("/tenants/{t}/logout"), false),
+        (format!("/tenants/{t}/logout"), true),
+        (format!("/tenants/{t}/authz/check"), false),
+        (format!("/tenants/{t}/me/password"), true),
+        (format!("/admin/tenants/{t}/users"), false),
+        ("/admin/tenants".to_owned(), true),
+    ] {
+        let mut req = app
+            .http
+            .post(app.url(&path))
+            .form(&[("access_token", access)]);
+        if with_header {
+            req = req.bearer_auth(access);
+        }
+        let res = req.send().await.expect("request");
+        let www = res
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert_problem(res, StatusCode::BAD_REQUEST, "invalid_request").await;
+        assert!(www.contains("error=\"invalid_request\""), "{path}: {www}");
+    }
+    // A query parameter too, whatever the method.
+    let res = app
+        .get(
+            &format!("/tenants/{t}/oauth/userinfo?access_token={access}"),
+            access,
+        )
+        .await;
+    assert_problem(res, StatusCode::BAD_REQUEST, "invalid_request").await;
+    // The session is untouched by those calls.
+    let res = app
+        .get(&format!("/tenants/{t}/oauth/userinfo"), access)
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+}

@@ -125,3 +125,28 @@ async fn changing_the_signing_algorithm_keeps_old_tokens_verifiable() {
     let header = jsonwebtoken::decode_header(str_of(&fresh, "access_token")).expect("header");
     assert_eq!(header.alg, jsonwebtoken::Algorithm::EdDSA);
 }
+
+#[tokio::test]
+async fn the_jwks_is_never_cached_longer_than_a_new_key_waits_to_sign() {
+    for (delay, expected) in [
+        (3, "public, max-age=3"),
+        (0, "public, max-age=0"),
+        (900, "public, max-age=300"),
+    ] {
+        let app = crate::helpers::spawn_app_with(|c| c.key_activation_delay_seconds = delay).await;
+        let res = app
+            .http
+            .get(app.url("/tenants/system/.well-known/jwks.json"))
+            .send()
+            .await
+            .expect("jwks");
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(
+            res.headers()
+                .get("cache-control")
+                .and_then(|v| v.to_str().ok()),
+            Some(expected),
+            "delay {delay}"
+        );
+    }
+}

@@ -188,3 +188,16 @@ fn the_readme_configuration_table_lists_exactly_the_variables_latchkey_reads() {
         );
     }
 }
+
+#[tokio::test]
+async fn docs_without_the_slash_leads_to_the_reference_page() {
+    let app = spawn_app().await;
+    let res = app.http.get(app.url("/docs")).send().await.expect("docs");
+    assert_eq!(res.status(), StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        res.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some("/docs/")
+    );
+    let res = app.http.get(app.url("/docs/")).send().await.expect("docs");
+    assert_eq!(res.status(), StatusCode::OK);
+}

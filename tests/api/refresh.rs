@@ -212,3 +212,68 @@ async fn refreshed_tokens_may_narrow_but_not_widen_the_scope() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(json(res).await["scope"], "openid");
 }
+
+#[tokio::test]
+async fn a_narrower_refresh_scope_shapes_that_token_only_and_the_family_keeps_its_grant() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let (t, _, _) = app.tenant_with_user(&admin, json!({})).await;
+    let email = format!("user@{t}.test");
+    let res = app
+        .token(
+            &t,
+            &[
+                ("grant_type", "password"),
+                ("client_id", "admin-cli"),
+                ("username", &email),
+                ("password", crate::helpers::USER_PASSWORD),
+                ("scope", "openid profile"),
+            ],
+        )
+        .await;
+    let first = json(res).await;
+    assert_eq!(first["scope"], "openid profile");
+    let step = |token: String, scope: Option<&'static str>| {
+        let (app, t) = (&app, t.clone());
+        async move {
+            let mut form = vec![
+                ("grant_type", "refresh_token"),
+                ("client_id", "admin-cli"),
+                ("refresh_token", token.as_str()),
+            ];
+            if let Some(scope) = scope {
+                form.push(("scope", scope));
+            }
+            let res = app.token(&t, &form).await;
+            let status = res.status();
+            (status, json(res).await)
+        }
+    };
+    let (status, narrow) = step(str_of(&first, "refresh_token").to_owned(), Some("openid")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(narrow["scope"], "openid");
+    let (status, again) = step(str_of(&narrow, "refresh_token").to_owned(), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        again["scope"], "openid profile",
+        "no scope: the family's grant"
+    );
+    let (status, wide) = step(
+        str_of(&again, "refresh_token").to_owned(),
+        Some("openid profile"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{wide}");
+    assert_eq!(wide["scope"], "openid profile");
+    let (status, beyond) = step(
+        str_of(&wide, "refresh_token").to_owned(),
+        Some("openid email"),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "never more than granted: {beyond}"
+    );
+    assert_eq!(beyond["error"], "invalid_scope");
+}

@@ -109,7 +109,9 @@ pub(super) async fn grant(
                 let new_record = RefreshRecord {
                     expires_at: (now + tenant.settings.refresh_idle_timeout_seconds as i64)
                         .min(record.family_expires_at),
-                    scope: pair.scope.clone(),
+                    // RFC 6749 §6: the family keeps the scope granted at
+                    // sign-in; a narrower `scope` shapes this access token only.
+                    scope: record.scope.clone(),
                     ..record.clone()
                 };
                 let new_hash = sha256_hex(&successor);

@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::audit_events;
-use super::{DbConnection, Page, decode_cursor};
+use super::{DbConnection, Page, cursor_position};
 use crate::store::StoreError;
 
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -65,9 +65,9 @@ pub fn list(
     if let Some(to) = filter.to {
         q = q.filter(audit_events::at.lt(to));
     }
-    if let Some(before) = cursor.and_then(decode_cursor) {
+    if let Some(before) = cursor_position("audit", cursor)? {
         q = q.filter(audit_events::id.lt(before));
     }
     let rows = q.load(conn)?;
-    Ok(Page::from_rows(rows, limit, |e| e.id.clone()))
+    Ok(Page::from_rows("audit", rows, limit, |e| e.id.clone()))
 }

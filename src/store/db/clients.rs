@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::clients;
-use super::{DbConnection, Page, decode_cursor, now};
+use super::{DbConnection, Page, cursor_position, now};
 use crate::domain::{ClientType, GrantType};
 use crate::store::StoreError;
 
@@ -151,7 +151,7 @@ pub fn list(
         .order(clients::client_id.asc())
         .limit(limit as i64 + 1)
         .into_boxed();
-    if let Some(after) = cursor.and_then(decode_cursor) {
+    if let Some(after) = cursor_position("clients", cursor)? {
         q = q.filter(clients::client_id.gt(after));
     }
     let rows = q
@@ -159,7 +159,9 @@ pub fn list(
         .into_iter()
         .map(Client::try_from)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Page::from_rows(rows, limit, |c| c.client_id.clone()))
+    Ok(Page::from_rows("clients", rows, limit, |c| {
+        c.client_id.clone()
+    }))
 }
 
 /// Writes the mutable fields of a client.

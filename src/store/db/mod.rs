@@ -264,19 +264,30 @@ pub fn now() -> chrono::NaiveDateTime {
         .unwrap_or(now)
 }
 
-/// Encodes a pagination position as an opaque cursor.
-pub fn encode_cursor(position: &str) -> String {
+/// Makes the opaque cursor of `list` (a name such as `users`) that resumes
+/// after `position`.
+pub fn encode_cursor(list: &str, position: &str) -> String {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(position)
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{list}\n{position}"))
 }
 
-/// Decodes a cursor made by [`encode_cursor`].
-pub fn decode_cursor(cursor: &str) -> Option<String> {
+/// The position in a cursor that [`encode_cursor`] made for `list`;
+/// anything else (garbage, another list's cursor) is `InvalidCursor`.
+pub fn decode_cursor(list: &str, cursor: &str) -> Result<String, StoreError> {
     use base64::Engine;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor)
-        .ok()?;
-    String::from_utf8(bytes).ok()
+        .map_err(|_| StoreError::InvalidCursor)?;
+    let text = String::from_utf8(bytes).map_err(|_| StoreError::InvalidCursor)?;
+    match text.split_once('\n') {
+        Some((name, position)) if name == list && !position.is_empty() => Ok(position.to_owned()),
+        _ => Err(StoreError::InvalidCursor),
+    }
+}
+
+/// The position a list resumes after, when the request gave a cursor.
+pub fn cursor_position(list: &str, cursor: Option<&str>) -> Result<Option<String>, StoreError> {
+    cursor.map(|c| decode_cursor(list, c)).transpose()
 }
 
 /// A page of a listing.
@@ -288,10 +299,17 @@ pub struct Page<T> {
 
 impl<T> Page<T> {
     /// Builds a page from `limit + 1` fetched rows.
-    pub fn from_rows(mut rows: Vec<T>, limit: usize, key: impl Fn(&T) -> String) -> Self {
+    /// A page of `list` from up to `limit + 1` rows (one more than shown
+    /// tells whether a next page exists).
+    pub fn from_rows(
+        list: &str,
+        mut rows: Vec<T>,
+        limit: usize,
+        key: impl Fn(&T) -> String,
+    ) -> Self {
         let next_cursor = if rows.len() > limit {
             rows.truncate(limit);
-            rows.last().map(|r| encode_cursor(&key(r)))
+            rows.last().map(|r| encode_cursor(list, &key(r)))
         } else {
             None
         };

@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::tenants;
-use super::{DbConnection, Page, decode_cursor, now};
+use super::{DbConnection, Page, cursor_position, now};
 use crate::domain::{TenantSettings, TenantStatus};
 use crate::store::StoreError;
 
@@ -102,7 +102,7 @@ pub fn list(
         .order(tenants::slug.asc())
         .limit(limit as i64 + 1)
         .into_boxed();
-    if let Some(after) = cursor.and_then(decode_cursor) {
+    if let Some(after) = cursor_position("tenants", cursor)? {
         q = q.filter(tenants::slug.gt(after));
     }
     let rows = q
@@ -110,7 +110,7 @@ pub fn list(
         .into_iter()
         .map(Tenant::try_from)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Page::from_rows(rows, limit, |t| t.slug.clone()))
+    Ok(Page::from_rows("tenants", rows, limit, |t| t.slug.clone()))
 }
 
 /// Slugs of every suspended tenant.

@@ -4,7 +4,7 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::users;
-use super::{DbConnection, Page, decode_cursor, now};
+use super::{DbConnection, Page, cursor_position, now};
 use crate::domain::UserStatus;
 use crate::store::StoreError;
 
@@ -145,11 +145,11 @@ pub fn list(
         .order(users::id.asc())
         .limit(limit as i64 + 1)
         .into_boxed();
-    if let Some(after) = cursor.and_then(decode_cursor) {
+    if let Some(after) = cursor_position("users", cursor)? {
         q = q.filter(users::id.gt(after));
     }
     let rows: Vec<User> = q.load(conn)?.into_iter().map(User::from).collect();
-    Ok(Page::from_rows(rows, limit, |u| u.id.clone()))
+    Ok(Page::from_rows("users", rows, limit, |u| u.id.clone()))
 }
 
 pub fn count(conn: &mut DbConnection) -> Result<i64, StoreError> {
