@@ -94,8 +94,14 @@ where
         self.entries.invalidate_all();
     }
 
-    /// Entries held now (approximate).
+    /// Entries held now (approximate: recent writes may not be counted yet).
     pub fn len(&self) -> u64 {
+        self.entries.entry_count()
+    }
+
+    /// Entries held, once every pending write and eviction is applied.
+    pub async fn settled_len(&self) -> u64 {
+        self.entries.run_pending_tasks().await;
         self.entries.entry_count()
     }
 

@@ -83,7 +83,7 @@ pub async fn track(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let res = next.call(req).await?;
     let route = res
         .request()
@@ -95,6 +95,26 @@ pub async fn track(
     metrics::histogram!("latchkey_http_request_duration_seconds", "method" => method, "route" => route)
         .record(started.elapsed().as_secs_f64());
     Ok(res)
+}
+
+/// A method as a label: the standard ones by name, anything else `other`,
+/// so no caller can add series at will.
+fn method_label(method: &actix_web::http::Method) -> String {
+    use actix_web::http::Method;
+    let known = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+    ];
+    if known.contains(method) {
+        method.as_str().to_owned()
+    } else {
+        "other".to_owned()
+    }
 }
 
 pub fn token_issued(grant: &'static str) {

@@ -44,6 +44,9 @@ impl Change {
 /// How long a database view is reused at most; changes invalidate it much
 /// sooner (at once here, through the bus and the change log elsewhere).
 const VIEW_CACHE_TTL: Duration = Duration::from_secs(60);
+/// How long one readiness probe answers `/readyz` (unauthenticated and not
+/// rate limited, so it must not reach the database per call).
+const READINESS_TTL: Duration = Duration::from_secs(1);
 /// Tenants and clients (known or not) held per instance at most.
 const VIEW_CACHE_CAPACITY: u64 = 10_000;
 
@@ -62,6 +65,8 @@ pub struct AppState {
     /// One refill of the session store's durable denials at a time.
     pub refill_lock: tokio::sync::Mutex<()>,
     tenants: Cached<String, Option<Arc<Tenant>>>,
+    /// The last readiness probe: `(database up, session store up)`.
+    readiness: Cached<(), (bool, bool)>,
     clients: Cached<(String, String), Option<Arc<Client>>>,
 }
 
@@ -85,6 +90,7 @@ impl AppState {
             passwords,
             refill_lock: tokio::sync::Mutex::new(()),
             tenants: Cached::new(VIEW_CACHE_CAPACITY, VIEW_CACHE_TTL),
+            readiness: Cached::new(1, READINESS_TTL),
             clients: Cached::new(VIEW_CACHE_CAPACITY, VIEW_CACHE_TTL),
         }
     }
@@ -134,6 +140,25 @@ impl AppState {
                 }
             })
             .await
+    }
+
+    /// Whether the database and the session store answer, probed at most
+    /// once a second (one probe at a time): `(database, session store)`.
+    pub async fn readiness(&self) -> (bool, bool) {
+        let probe = || async {
+            let (db, store) = tokio::join!(self.db.ping(), self.sessions.ping());
+            if let Err(e) = &db {
+                tracing::warn!(error = %e, "readiness: database down");
+            }
+            if let Err(e) = &store {
+                tracing::warn!(error = %e, "readiness: session store down");
+            }
+            Ok((db.is_ok(), store.is_ok()))
+        };
+        self.readiness
+            .get_or_load(&(), probe)
+            .await
+            .unwrap_or((false, false))
     }
 
     /// Drops a tenant from the cache after it changed.

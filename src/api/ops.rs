@@ -68,27 +68,21 @@ pub struct Readiness {
 )]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, AppError> {
-    let (db, store) = tokio::join!(state.db.ping(), state.sessions.ping());
+    let (db, store) = state.readiness().await;
     let word = |ok: bool| if ok { "up" } else { "down" };
     let body = Readiness {
-        status: if db.is_ok() && store.is_ok() {
-            "ready"
-        } else {
-            "unavailable"
-        },
-        database: word(db.is_ok()),
-        session_store: word(store.is_ok()),
+        status: if db && store { "ready" } else { "unavailable" },
+        database: word(db),
+        session_store: word(store),
     };
-    if db.is_ok() && store.is_ok() {
+    if db && store {
         return Ok(HttpResponse::Ok().json(body));
     }
     let mut down = Vec::new();
-    if let Err(e) = &db {
-        tracing::warn!(error = %e, "readiness: database down");
+    if !db {
         down.push("database");
     }
-    if let Err(e) = &store {
-        tracing::warn!(error = %e, "readiness: session store down");
+    if !store {
         down.push("session store");
     }
     Err(AppError::unavailable(

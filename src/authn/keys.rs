@@ -17,7 +17,6 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use chrono::NaiveDateTime;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
-use parking_lot::RwLock;
 use rand::RngCore;
 use serde::Serialize;
 
@@ -382,15 +381,20 @@ const MISS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 pub struct KeyRing {
     db: Db,
     master: MasterKey,
-    cache: RwLock<HashMap<String, Arc<TenantKeys>>>,
+    /// Bounded: a token naming a tenant that does not exist costs one
+    /// lookup per cache lifetime, never an entry that stays.
+    cache: crate::cache::Cached<String, Arc<TenantKeys>>,
 }
+
+/// Tenants whose keys one instance holds at most.
+const KEY_CACHE_CAPACITY: u64 = 10_000;
 
 impl KeyRing {
     pub fn new(db: Db, master: MasterKey) -> Self {
         Self {
             db,
             master,
-            cache: RwLock::new(HashMap::new()),
+            cache: crate::cache::Cached::new(KEY_CACHE_CAPACITY, CACHE_TTL),
         }
     }
 
@@ -398,12 +402,12 @@ impl KeyRing {
         &self.master
     }
 
-    /// The tenant's keys, from cache while fresh.
+    /// The tenant's keys, from cache while fresh (one load at a time).
     pub async fn keys(&self, tenant: &str) -> Result<Arc<TenantKeys>, StoreError> {
-        if let Some(k) = self.cache.read().get(tenant)
-            && Instant::now() < k.valid_until
-        {
-            return Ok(k.clone());
+        let key = tenant.to_owned();
+        let keys = self.cache.get_or_load(&key, || self.load(tenant)).await?;
+        if Instant::now() < keys.valid_until {
+            return Ok(keys);
         }
         self.reload(tenant).await
     }
@@ -417,23 +421,40 @@ impl KeyRing {
         self.reload(tenant).await
     }
 
+    /// How many tenants' keys this instance holds (approximate).
+    pub async fn cached_tenants(&self) -> u64 {
+        self.cache.settled_len().await
+    }
+
     /// Drops the cached keys of a tenant (after a rotation or deletion).
     pub fn forget(&self, tenant: &str) {
-        self.cache.write().remove(tenant);
+        self.cache.invalidate(&tenant.to_owned());
     }
 
     /// Drops every cached key set.
     pub fn forget_all(&self) {
-        self.cache.write().clear();
+        self.cache.invalidate_all();
     }
 
+    /// Reads the tenant's keys again now.
     async fn reload(&self, tenant: &str) -> Result<Arc<TenantKeys>, StoreError> {
+        self.forget(tenant);
+        let key = tenant.to_owned();
+        self.cache.get_or_load(&key, || self.load(tenant)).await
+    }
+
+    async fn load(&self, tenant: &str) -> Result<Arc<TenantKeys>, StoreError> {
         let tenant_owned = tenant.to_owned();
         let now = crate::store::db::now();
         let rows = self
             .db
             .run(move |c| key_rows::usable(c, &tenant_owned, now))
             .await?;
+        // Every tenant has a key from its creation on: none means no such
+        // tenant, and that is not cached (a caller could name any).
+        if rows.is_empty() {
+            return Err(StoreError::NotFound("tenant keys"));
+        }
         let mut verifying = HashMap::new();
         let mut jwks = Vec::new();
         let mut signing = None;
@@ -489,7 +510,6 @@ impl KeyRing {
             loaded_at: Instant::now(),
             valid_until,
         });
-        self.cache.write().insert(tenant.to_owned(), keys.clone());
         Ok(keys)
     }
 }

@@ -185,7 +185,14 @@ pub async fn verify(
         return Err(TokenError::Invalid("The token signature is not valid"));
     }
 
-    let keys = ring.keys_with(tenant, kid).await?;
+    let keys = match ring.keys_with(tenant, kid).await {
+        Ok(keys) => keys,
+        // A tenant without keys (none such, or deleted) knows no `kid`.
+        Err(StoreError::NotFound(_)) => {
+            return Err(TokenError::Invalid("The token names no known key"));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let key = keys
         .verifying
         .get(kid)
@@ -230,7 +237,11 @@ async fn verify_signature_only(
     kid: &str,
     token: &str,
 ) -> Result<bool, StoreError> {
-    let keys = ring.keys_with(tenant, kid).await?;
+    let keys = match ring.keys_with(tenant, kid).await {
+        Ok(keys) => keys,
+        Err(StoreError::NotFound(_)) => return Ok(false),
+        Err(e) => return Err(e),
+    };
     let Some(key) = keys.verifying.get(kid) else {
         return Ok(false);
     };

@@ -92,3 +92,67 @@ async fn metrics_count_requests_tokens_refusals_and_hashing() {
         );
     }
 }
+
+#[tokio::test]
+async fn unauthenticated_callers_cannot_grow_caches_or_metric_series() {
+    let app = crate::helpers::spawn_app().await;
+    let admin = app.admin_token().await;
+    let metrics_size = |app: &crate::helpers::TestApp| {
+        let url = app.url("/metrics");
+        let http = app.http.clone();
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text")
+                .len()
+        }
+    };
+    // Tokens whose unverified `iss` names tenants that do not exist.
+    let mut claims = crate::helpers::TestApp::claims_of(&admin);
+    let keys_before = app.state.keys.cached_tenants().await;
+    let mut tasks = Vec::new();
+    for i in 0..5000 {
+        let fake = format!("ghost-{i}");
+        claims.iss = format!("{}/tenants/{fake}", app.base);
+        claims.tid = fake;
+        let token = app.sign_as("system", &claims).await;
+        let (http, url) = (app.http.clone(), app.url("/admin/tenants"));
+        tasks.push(async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("request")
+                .status()
+        });
+        if tasks.len() == 200 {
+            for status in futures_util::future::join_all(tasks.drain(..)).await {
+                assert_eq!(status, StatusCode::UNAUTHORIZED);
+            }
+        }
+    }
+    assert_eq!(
+        app.state.keys.cached_tenants().await,
+        keys_before,
+        "no key set cached for a tenant that does not exist"
+    );
+    // Methods of any name: after the first, nothing more.
+    let warm = reqwest::Method::from_bytes(b"WARMUP").expect("method");
+    let _ = app.http.request(warm, app.url("/healthz")).send().await;
+    metrics_size(&app).await;
+    let before = metrics_size(&app).await;
+    for i in 0..500 {
+        let method = reqwest::Method::from_bytes(format!("FOO{i}").as_bytes()).expect("method");
+        let _ = app.http.request(method, app.url("/healthz")).send().await;
+    }
+    let after = metrics_size(&app).await;
+    println!("/metrics: {before} bytes before 500 invented methods, {after} after");
+    assert!(
+        after < before + 4096,
+        "/metrics grew from {before} to {after} bytes"
+    );
+}
