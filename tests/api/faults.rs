@@ -317,13 +317,25 @@ async fn cut_and_restore(
         StatusCode::UNAUTHORIZED,
         "still revoked after recovery"
     );
-    let res = app
-        .http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .expect("readyz");
-    assert_eq!(res.status(), StatusCode::OK);
+    // Readiness answers from a probe at most a second old.
+    let started = Instant::now();
+    loop {
+        let res = app
+            .http
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz");
+        if res.status() == StatusCode::OK {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "not ready 2.5 s after recovery: {}",
+            res.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     (observed, recovered_after)
 }
 
