@@ -2,6 +2,7 @@
 
 pub mod keys;
 pub mod password;
+pub mod refresh_tokens;
 pub mod tokens;
 
 use base64::Engine;

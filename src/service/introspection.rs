@@ -4,7 +4,6 @@ use serde::Serialize;
 
 use super::token_check::authenticate_bearer;
 use super::unix_now;
-use crate::authn::sha256_hex;
 use crate::authn::tokens::{AccessClaims, Audience};
 use crate::error::{AppResult, ErrorCode};
 use crate::state::AppState;
@@ -107,8 +106,12 @@ async fn refresh_token(
     caller: &Client,
     token: &str,
 ) -> AppResult<Option<Introspection>> {
-    let hash = sha256_hex(token);
-    let Some(entry) = state.sessions.get_refresh(&tenant.slug, &hash).await? else {
+    let (hash, family) = crate::authn::refresh_tokens::fingerprint(token);
+    let presented = crate::store::session::PresentedRefresh {
+        hash: &hash,
+        family_id: family.as_deref(),
+    };
+    let Some(entry) = state.sessions.get_refresh(&tenant.slug, presented).await? else {
         return Ok(None);
     };
     let now = unix_now();

@@ -3,7 +3,6 @@
 //! store, which is refilled from the database whenever it lost its data.
 
 use super::{Origin, unix_now};
-use crate::authn::sha256_hex;
 use crate::authn::tokens::{self, TokenError};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::state::AppState;
@@ -21,8 +20,12 @@ pub async fn revoke(
     token: &str,
     origin: &Origin,
 ) -> AppResult<()> {
-    let hash = sha256_hex(token);
-    if let Some(entry) = state.sessions.get_refresh(&tenant.slug, &hash).await? {
+    let (hash, family) = crate::authn::refresh_tokens::fingerprint(token);
+    let presented = crate::store::session::PresentedRefresh {
+        hash: &hash,
+        family_id: family.as_deref(),
+    };
+    if let Some(entry) = state.sessions.get_refresh(&tenant.slug, presented).await? {
         if entry.record.client_id == client.client_id {
             state
                 .sessions

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use latchkey::store::session::{
-    AccessState, EndReason, LockoutPolicy, LoginLock, MemoryStore, RedisStore, RefreshRecord,
-    RefreshState, Reservation, RotateOutcome, Rotation, SessionRecord, SessionStore, UserCut,
+    AccessState, EndReason, LockoutPolicy, LoginLock, MemoryStore, PresentedRefresh, RedisStore,
+    RefreshRecord, RefreshState, Reservation, RotateOutcome, Rotation, SessionRecord, SessionStore,
+    UserCut,
 };
 
 async fn stores() -> Vec<(&'static str, Arc<dyn SessionStore>)> {
@@ -217,8 +218,13 @@ async fn rotation_is_compare_and_swap_and_revocation_stops_it() {
             .expect("create");
         let r = record(&s);
         store.start_family("t", "h0", &r).await.expect("start");
+        let fam = r.family_id.clone();
+        let token = |hash: &'static str| PresentedRefresh {
+            hash,
+            family_id: Some(&fam),
+        };
         let entry = store
-            .get_refresh("t", "h0")
+            .get_refresh("t", token("h0"))
             .await
             .expect("get")
             .expect("entry");
@@ -232,6 +238,7 @@ async fn rotation_is_compare_and_swap_and_revocation_stops_it() {
             new_record: &r,
             sealed_successor: "sealed",
             now: 1000,
+            grace_seconds: 10,
         };
         assert_eq!(
             store
@@ -258,7 +265,7 @@ async fn rotation_is_compare_and_swap_and_revocation_stops_it() {
             "{name}"
         );
         match store
-            .get_refresh("t", "h0")
+            .get_refresh("t", token("h0"))
             .await
             .expect("get")
             .expect("entry")
@@ -283,7 +290,7 @@ async fn rotation_is_compare_and_swap_and_revocation_stops_it() {
             RotateOutcome::Rotated
         );
         match store
-            .get_refresh("t", "h0")
+            .get_refresh("t", token("h0"))
             .await
             .expect("get")
             .expect("entry")
@@ -301,7 +308,7 @@ async fn rotation_is_compare_and_swap_and_revocation_stops_it() {
             .expect("revoke");
         assert!(
             !store
-                .get_refresh("t", "h2")
+                .get_refresh("t", token("h2"))
                 .await
                 .expect("get")
                 .expect("entry")
@@ -318,7 +325,7 @@ async fn rotation_is_compare_and_swap_and_revocation_stops_it() {
         );
         assert!(
             store
-                .get_refresh("other", "h2")
+                .get_refresh("other", token("h2"))
                 .await
                 .expect("get")
                 .is_none(),

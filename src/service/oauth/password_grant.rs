@@ -6,7 +6,7 @@ use super::{
     grant_scope, mint_access, oauth, roles_of, session_ttl, user_still_active,
 };
 use crate::authn::password::Verified;
-use crate::authn::{random_token, sha256_hex};
+use crate::authn::{refresh_tokens, sha256_hex};
 use crate::domain::{Email, GrantType, UserStatus};
 use crate::error::{AppError, AppResult, ErrorCode};
 use crate::service::lockout;
@@ -152,11 +152,13 @@ pub(super) async fn grant(
     )
     .await?;
     let refresh_token = if with_refresh {
-        let rt = random_token();
+        let family_id = uuid::Uuid::new_v4().to_string();
+        let rt = refresh_tokens::issue(&family_id)
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("family id is not a UUID")))?;
         let s = &tenant.settings;
         let family_expires_at = now + s.refresh_token_ttl_seconds as i64;
         let record = RefreshRecord {
-            family_id: uuid::Uuid::new_v4().to_string(),
+            family_id,
             session_id: session.id.clone(),
             client_id: client.client_id.clone(),
             user_id: user.id.clone(),

@@ -7,13 +7,15 @@ use super::{
     user_still_active,
 };
 use crate::authn::keys::MasterKey;
-use crate::authn::{random_token, sha256_hex};
+use crate::authn::{refresh_tokens, sha256_hex};
 use crate::error::{AppError, AppResult, ErrorCode, Flavor};
 use crate::service::{Origin, unix_now};
 use crate::state::AppState;
 use crate::store::db::clients::Client;
 use crate::store::db::tenants::Tenant;
-use crate::store::session::{EndReason, RefreshRecord, RefreshState, RotateOutcome, Rotation};
+use crate::store::session::{
+    EndReason, PresentedRefresh, RefreshRecord, RefreshState, RotateOutcome, Rotation,
+};
 
 /// The key that seals a successor pair: derived from the predecessor token,
 /// which only its holder knows.
@@ -35,10 +37,14 @@ pub(super) async fn grant(
         ));
     };
     let presented = presented.expose();
-    let hash = sha256_hex(presented);
+    let (hash, family) = refresh_tokens::fingerprint(presented);
+    let lookup = PresentedRefresh {
+        hash: &hash,
+        family_id: family.as_deref(),
+    };
     // A lost race is retried once the winner's rotation is visible.
     for _ in 0..3 {
-        let Some(entry) = state.sessions.get_refresh(&tenant.slug, &hash).await? else {
+        let Some(entry) = state.sessions.get_refresh(&tenant.slug, lookup).await? else {
             return Err(oauth(ErrorCode::InvalidGrant, BAD_REFRESH));
         };
         let record = &entry.record;
@@ -92,7 +98,9 @@ pub(super) async fn grant(
                     roles,
                 )
                 .await?;
-                let successor = random_token();
+                let successor = refresh_tokens::issue(&record.family_id).ok_or_else(|| {
+                    AppError::internal(anyhow::anyhow!("family id is not a UUID"))
+                })?;
                 let pair = TokenResponse {
                     access_token,
                     token_type: "Bearer".to_owned(),
@@ -125,6 +133,7 @@ pub(super) async fn grant(
                             new_record: &new_record,
                             sealed_successor: &sealed,
                             now,
+                            grace_seconds: tenant.settings.refresh_grace_seconds,
                         },
                     )
                     .await?;

@@ -10,8 +10,8 @@ use parking_lot::Mutex;
 
 use super::{
     ATTEMPT_TTL, AccessState, CUT_MIN_TTL, EndReason, LockoutPolicy, LoginAttempt, LoginLock,
-    RefreshEntry, RefreshRecord, RefreshState, Reservation, RotateOutcome, Rotation, SessionRecord,
-    SessionStore, UserCut, active_generation, parse_cutoff, standing,
+    PresentedRefresh, RefreshEntry, RefreshRecord, RefreshState, Reservation, RotateOutcome,
+    Rotation, SessionRecord, SessionStore, UserCut, active_generation, parse_cutoff, standing,
 };
 use crate::store::StoreError;
 
@@ -27,15 +27,13 @@ impl<T> Expiring<T> {
     }
 }
 
-#[derive(Debug, Clone)]
-struct RefreshSlot {
-    record: RefreshRecord,
-    rotated: Option<(i64, String, String)>,
-}
-
+/// A refresh-token family (`fam:{family}` in Redis).
 #[derive(Debug, Clone)]
 struct Family {
+    record: RefreshRecord,
     current: String,
+    /// The token the current one replaced, and when.
+    prev: Option<(String, i64)>,
     active: bool,
 }
 
@@ -49,8 +47,9 @@ struct Inner {
     user_sessions: HashMap<String, Expiring<BTreeSet<(i64, String)>>>,
     /// User cut-offs: `{generation}:{reason}`.
     cuts: HashMap<String, Expiring<String>>,
-    refresh: HashMap<String, Expiring<RefreshSlot>>,
     families: HashMap<String, Expiring<Family>>,
+    /// Sealed successor pairs, for the grace window only.
+    grace: HashMap<String, Expiring<String>>,
     denied: HashMap<String, Expiring<()>>,
     /// Tenants whose durable denials were copied in.
     synced: std::collections::HashSet<String>,
@@ -89,7 +88,7 @@ impl Inner {
         let now = Instant::now();
         self.state.retain(|_, e| e.live(now));
         self.sessions.retain(|_, e| e.live(now));
-        self.refresh.retain(|_, e| e.live(now));
+        self.grace.retain(|_, e| e.live(now));
         self.families.retain(|_, e| e.live(now));
         self.denied.retain(|_, e| e.live(now));
         self.locks.retain(|_, e| e.live(now));
@@ -382,25 +381,16 @@ impl SessionStore for MemoryStore {
         record: &RefreshRecord,
     ) -> Result<(), StoreError> {
         let mut inner = self.inner.lock();
-        let until = until_unix(record.family_expires_at);
         inner.families.insert(
             key(tenant, "fam", &record.family_id),
             Expiring {
                 value: Family {
+                    record: record.clone(),
                     current: hash.to_owned(),
+                    prev: None,
                     active: true,
                 },
-                until,
-            },
-        );
-        inner.refresh.insert(
-            key(tenant, "rt", hash),
-            Expiring {
-                value: RefreshSlot {
-                    record: record.clone(),
-                    rotated: None,
-                },
-                until,
+                until: until_unix(record.family_expires_at),
             },
         );
         inner.after_write();
@@ -410,29 +400,35 @@ impl SessionStore for MemoryStore {
     async fn get_refresh(
         &self,
         tenant: &str,
-        hash: &str,
+        presented: PresentedRefresh<'_>,
     ) -> Result<Option<RefreshEntry>, StoreError> {
-        let inner = self.inner.lock();
-        let Some(slot) = Inner::get_live(&inner.refresh, &key(tenant, "rt", hash)) else {
+        // Tokens of earlier versions never outlive the process that made them.
+        let Some(family_id) = presented.family_id else {
             return Ok(None);
         };
-        let family = Inner::get_live(&inner.families, &key(tenant, "fam", &slot.record.family_id));
-        let state = match &slot.rotated {
-            None => RefreshState::Current,
-            Some((at, successor, sealed)) => RefreshState::Rotated {
+        let inner = self.inner.lock();
+        let Some(family) = Inner::get_live(&inner.families, &key(tenant, "fam", family_id)) else {
+            return Ok(None);
+        };
+        let state = match &family.prev {
+            _ if family.current == presented.hash => RefreshState::Current,
+            Some((prev, at)) if prev == presented.hash => RefreshState::Rotated {
                 rotated_at: *at,
-                successor_is_current: family.is_some_and(|f| &f.current == successor),
-                sealed_successor: Some(sealed.clone()),
+                successor_is_current: true,
+                sealed_successor: Inner::get_live(&inner.grace, &key(tenant, "grace", family_id))
+                    .cloned(),
+            },
+            _ => RefreshState::Rotated {
+                rotated_at: 0,
+                successor_is_current: false,
+                sealed_successor: None,
             },
         };
+        let r = &family.record;
         Ok(Some(RefreshEntry {
-            family_active: family.is_some_and(|f| f.active),
-            session_active: inner.session_live(
-                tenant,
-                &slot.record.session_id,
-                &slot.record.user_id,
-            ),
-            record: slot.record.clone(),
+            family_active: family.active,
+            session_active: inner.session_live(tenant, &r.session_id, &r.user_id),
+            record: r.clone(),
             state,
         }))
     }
@@ -443,35 +439,35 @@ impl SessionStore for MemoryStore {
         r: Rotation<'_>,
     ) -> Result<RotateOutcome, StoreError> {
         let mut inner = self.inner.lock();
-        let old_key = key(tenant, "rt", r.old_hash);
-        let fam_key = key(tenant, "fam", &r.new_record.family_id);
-        match Inner::get_live(&inner.refresh, &old_key) {
-            Some(slot) if slot.rotated.is_none() => {}
-            _ => return Ok(RotateOutcome::LostRace),
-        }
-        let family_active = Inner::get_live(&inner.families, &fam_key).is_some_and(|f| f.active);
         let n = r.new_record;
-        if !family_active || !inner.session_live(tenant, &n.session_id, &n.user_id) {
+        let fam_key = key(tenant, "fam", &n.family_id);
+        let Some(family) = Inner::get_live(&inner.families, &fam_key) else {
+            return Ok(RotateOutcome::LostRace);
+        };
+        if family.current != r.old_hash {
+            return Ok(RotateOutcome::LostRace);
+        }
+        if !family.active || !inner.session_live(tenant, &n.session_id, &n.user_id) {
             return Ok(RotateOutcome::Revoked);
         }
-        if let Some(e) = inner.sessions.get_mut(&key(tenant, "sess", &n.session_id)) {
-            e.value.last_used_at = r.now;
+        if let Some(e) = inner.families.get_mut(&fam_key) {
+            e.value = Family {
+                record: n.clone(),
+                current: r.new_hash.to_owned(),
+                prev: Some((r.old_hash.to_owned(), r.now)),
+                active: true,
+            };
+            e.until = until_unix(n.family_expires_at);
         }
-        if let Some(old) = inner.refresh.get_mut(&old_key) {
-            old.value.rotated = Some((r.now, r.new_hash.to_owned(), r.sealed_successor.to_owned()));
-        }
-        inner.refresh.insert(
-            key(tenant, "rt", r.new_hash),
+        inner.grace.insert(
+            key(tenant, "grace", &n.family_id),
             Expiring {
-                value: RefreshSlot {
-                    record: r.new_record.clone(),
-                    rotated: None,
-                },
-                until: until_unix(r.new_record.family_expires_at),
+                value: r.sealed_successor.to_owned(),
+                until: after(r.grace_seconds + 2),
             },
         );
-        if let Some(f) = inner.families.get_mut(&fam_key) {
-            f.value.current = r.new_hash.to_owned();
+        if let Some(e) = inner.sessions.get_mut(&key(tenant, "sess", &n.session_id)) {
+            e.value.last_used_at = r.now;
         }
         inner.after_write();
         Ok(RotateOutcome::Rotated)
@@ -536,7 +532,7 @@ impl SessionStore for MemoryStore {
         inner.state.retain(|k, _| !k.starts_with(&prefix));
         inner.sessions.retain(|k, _| !k.starts_with(&prefix));
         inner.user_sessions.retain(|k, _| !k.starts_with(&prefix));
-        inner.refresh.retain(|k, _| !k.starts_with(&prefix));
+        inner.grace.retain(|k, _| !k.starts_with(&prefix));
         inner.families.retain(|k, _| !k.starts_with(&prefix));
         inner.denied.retain(|k, _| !k.starts_with(&prefix));
         inner.cuts.retain(|k, _| !k.starts_with(&prefix));
@@ -634,6 +630,39 @@ impl SessionStore for MemoryStore {
             .locks
             .remove(&key(tenant, "lock", user_id));
         Ok(())
+    }
+
+    async fn tenant_footprint(&self, tenant: &str) -> Result<(usize, u64), StoreError> {
+        let prefix = format!("{tenant}\u{0}");
+        let inner = self.inner.lock();
+        let now = Instant::now();
+        let (mut keys, mut bytes) = (0usize, 0u64);
+        let mut add = |k: &str, value_len: usize| {
+            keys += 1;
+            // Key, value and the bookkeeping Redis keeps per key.
+            bytes += (k.len() + value_len + 48) as u64;
+        };
+        macro_rules! count {
+            ($map:expr, $len:expr) => {
+                for (k, e) in $map.iter() {
+                    if k.starts_with(&prefix) && e.live(now) {
+                        add(k, $len(&e.value));
+                    }
+                }
+            };
+        }
+        count!(inner.state, |v: &String| v.len());
+        count!(inner.sessions, |v: &SessionRecord| format!("{v:?}").len());
+        count!(inner.user_sessions, |v: &BTreeSet<(i64, String)>| v
+            .iter()
+            .map(|(_, id)| id.len() + 16)
+            .sum::<usize>());
+        count!(inner.cuts, |v: &String| v.len());
+        count!(inner.families, |v: &Family| format!("{v:?}").len());
+        count!(inner.grace, |v: &String| v.len());
+        count!(inner.denied, |_: &()| 1);
+        count!(inner.locks, |_: &(LoginLock, i64)| 40);
+        Ok((keys, bytes))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

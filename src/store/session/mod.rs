@@ -204,6 +204,16 @@ pub struct Rotation<'a> {
     pub new_record: &'a RefreshRecord,
     pub sealed_successor: &'a str,
     pub now: i64,
+    /// How long the sealed successor is kept (seconds): the grace window.
+    pub grace_seconds: u64,
+}
+
+/// A refresh token as presented: the SHA-256 of its value, and the family
+/// the value names (tokens of this version; `None` for earlier ones).
+#[derive(Debug, Clone, Copy)]
+pub struct PresentedRefresh<'a> {
+    pub hash: &'a str,
+    pub family_id: Option<&'a str>,
 }
 
 /// Failed sign-ins of one account, and its lock (SPEC §7).
@@ -363,7 +373,8 @@ pub trait SessionStore: Send + Sync + 'static {
         cut: UserCut<'_>,
     ) -> Result<usize, StoreError>;
 
-    /// Stores the first token of a new family.
+    /// Starts a family with its first token (by hash). A family keeps only
+    /// its current token and the one before it; tokens name their family.
     async fn start_family(
         &self,
         tenant: &str,
@@ -371,15 +382,19 @@ pub trait SessionStore: Send + Sync + 'static {
         record: &RefreshRecord,
     ) -> Result<(), StoreError>;
 
-    /// Looks a refresh token up by its hash.
+    /// Looks a presented refresh token up: the family's current token, the
+    /// one it replaced (`Rotated` with `successor_is_current`, and its sealed
+    /// successor during the grace window), or an older token of the family
+    /// (`Rotated`, reuse); `None` when no family knows it.
     async fn get_refresh(
         &self,
         tenant: &str,
-        hash: &str,
+        presented: PresentedRefresh<'_>,
     ) -> Result<Option<RefreshEntry>, StoreError>;
 
     /// Atomically replaces the family's current token: succeeds only if
     /// `old_hash` is still current and the family and session are active.
+    /// The sealed successor is kept for `grace_seconds` only.
     async fn rotate_refresh(
         &self,
         tenant: &str,
@@ -457,6 +472,11 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Forgets failures and lock (successful sign-in, admin unlock).
     async fn clear_login_failures(&self, tenant: &str, user_id: &str) -> Result<(), StoreError>;
+
+    /// What the store holds for a tenant: `(keys, bytes)` (Redis: `MEMORY
+    /// USAGE` of each key; in process: an estimate of the same). For
+    /// operators sizing the store, and for tests bounding growth.
+    async fn tenant_footprint(&self, tenant: &str) -> Result<(usize, u64), StoreError>;
 
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;

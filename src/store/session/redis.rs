@@ -10,8 +10,9 @@
 //! | `sess:{sid}` | hash | session record (user, client, times, IP, user agent) |
 //! | `usess:{user}` | sorted set | the user's session ids, scored by creation time |
 //! | `ucut:{user}` | string | the user's cut-off: `{generation}:{reason}` |
-//! | `rt:{sha256}` | hash | a refresh token, current or rotated |
-//! | `fam:{family}` | hash | a refresh-token family: current token, status |
+//! | `fam:{family}` | hash | a refresh-token family: the hashes of its current token and of the one before, status, session, client, scope, expiry |
+//! | `grace:{family}` | string | the sealed successor pair of the token just rotated, for the grace window only |
+//! | `rt:{sha256}` | hash | a refresh token of an earlier version (read only; expires with its family) |
 //! | `deny:{jti}` | string | an access token revoked through RFC 7009 or logout |
 //! | `lock:{user}` | hash | failed sign-ins and the account lock |
 //! | `lockp:{user}` | sorted set | sign-in attempts in flight (id, expiry) |
@@ -31,8 +32,8 @@ use redis::{AsyncCommands, Script};
 
 use super::{
     ATTEMPT_TTL, AccessState, CUT_MIN_TTL, EndReason, LockoutPolicy, LoginAttempt, LoginLock,
-    RefreshEntry, RefreshRecord, RefreshState, Reservation, RotateOutcome, Rotation, SESSION_PAGE,
-    SessionRecord, SessionStore, UserCut, standing,
+    PresentedRefresh, RefreshEntry, RefreshRecord, RefreshState, Reservation, RotateOutcome,
+    Rotation, SESSION_PAGE, SessionRecord, SessionStore, UserCut, standing,
 };
 use crate::store::StoreError;
 
@@ -48,6 +49,7 @@ mod scripts {
     pub const END_PAGE: &str = include_str!("lua/end_page.lua");
     pub const END_SESSION: &str = include_str!("lua/end_session.lua");
     pub const GET_REFRESH: &str = include_str!("lua/get_refresh.lua");
+    pub const GET_FAMILY: &str = include_str!("lua/get_family.lua");
     pub const ROTATE: &str = include_str!("lua/rotate.lua");
     pub const TOUCH: &str = include_str!("lua/touch.lua");
     pub const LOGIN_FAILED: &str = include_str!("lua/login_failed.lua");
@@ -70,6 +72,7 @@ pub struct RedisStore {
     end_page: Script,
     end_session: Script,
     get_refresh: Script,
+    get_family: Script,
     rotate: Script,
     touch: Script,
     login_failed: Script,
@@ -106,6 +109,7 @@ impl RedisStore {
             end_page: script(scripts::END_PAGE),
             end_session: script(scripts::END_SESSION),
             get_refresh: script(scripts::GET_REFRESH),
+            get_family: script(scripts::GET_FAMILY),
             rotate: script(scripts::ROTATE),
             touch: script(scripts::TOUCH),
             login_failed: script(scripts::LOGIN_FAILED),
@@ -133,6 +137,90 @@ impl RedisStore {
             .map_err(unavailable);
         crate::metrics::store_round_trip(op, started);
         result
+    }
+}
+
+/// What `get_refresh.lua` answers: the token's hash fields, its family's,
+/// the session state, the user cut-off and the sealed successor.
+type EarlierToken = (Vec<String>, Vec<String>, String, String, String);
+
+impl RedisStore {
+    /// A token of an earlier version, stored under its own hash.
+    async fn get_earlier_refresh(
+        &self,
+        tenant: &str,
+        hash: &str,
+    ) -> Result<Option<RefreshEntry>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut inv = self.get_refresh.prepare_invoke();
+        inv.key(self.key(tenant, "rt", hash))
+            .arg(self.tenant_prefix(tenant));
+        let found: Option<EarlierToken> = self
+            .call("get_refresh", inv.invoke_async(&mut conn))
+            .await?;
+        let Some((token, family, session_state, cut, sealed)) = found else {
+            return Ok(None);
+        };
+        let h = pairs_to_map(token);
+        let fam = pairs_to_map(family);
+        let field = |k: &str| h.get(k).cloned().unwrap_or_default();
+        let fam_field = |k: &str| fam.get(k).cloned().unwrap_or_default();
+        let num = |k: &str| h.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+        let record = RefreshRecord {
+            family_id: field("family"),
+            session_id: field("sid"),
+            client_id: field("client"),
+            user_id: field("user"),
+            expires_at: num("exp"),
+            family_expires_at: num("fexp"),
+            scope: field("scope"),
+            client_generation: field("cgen"),
+        };
+        let current = fam_field("current");
+        let state = if field("state") == "current" && current == hash {
+            RefreshState::Current
+        } else if fam_field("prev") == hash {
+            // Rotated by this version: the family holds the grace data.
+            RefreshState::Rotated {
+                rotated_at: fam_field("prev_at").parse().unwrap_or(0),
+                successor_is_current: true,
+                sealed_successor: Some(sealed).filter(|s| !s.is_empty()),
+            }
+        } else if field("state") == "current" {
+            RefreshState::Rotated {
+                rotated_at: 0,
+                successor_is_current: false,
+                sealed_successor: None,
+            }
+        } else {
+            RefreshState::Rotated {
+                rotated_at: num("rotated_at"),
+                successor_is_current: !current.is_empty() && field("successor") == current,
+                sealed_successor: h.get("sealed").cloned(),
+            }
+        };
+        Ok(Some(RefreshEntry {
+            record,
+            state,
+            family_active: fam_field("status") == "active",
+            session_active: standing(Some(&session_state), Some(&cut)) == AccessState::Active,
+        }))
+    }
+}
+
+/// A family's record, from its hash.
+fn record_of(family_id: &str, fam: &HashMap<String, String>) -> RefreshRecord {
+    let field = |k: &str| fam.get(k).cloned().unwrap_or_default();
+    let num = |k: &str| fam.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    RefreshRecord {
+        family_id: family_id.to_owned(),
+        session_id: field("sid"),
+        client_id: field("client"),
+        user_id: field("user"),
+        expires_at: num("exp"),
+        family_expires_at: num("fexp"),
+        scope: field("scope"),
+        client_generation: field("cgen"),
     }
 }
 
@@ -370,17 +458,15 @@ impl SessionStore for RedisStore {
     ) -> Result<(), StoreError> {
         let ttl = remaining(r.family_expires_at);
         let fam = self.key(tenant, "fam", &r.family_id);
-        let rt = self.key(tenant, "rt", hash);
         let mut pipe = redis::pipe();
         pipe.atomic()
-            .hset_multiple(&fam, &[("current", hash), ("status", "active")])
-            .ignore()
-            .expire(&fam, ttl)
+            .del(&fam)
             .ignore()
             .hset_multiple(
-                &rt,
+                &fam,
                 &[
-                    ("family", r.family_id.clone()),
+                    ("current", hash.to_owned()),
+                    ("status", "active".to_owned()),
                     ("sid", r.session_id.clone()),
                     ("client", r.client_id.clone()),
                     ("user", r.user_id.clone()),
@@ -388,11 +474,10 @@ impl SessionStore for RedisStore {
                     ("fexp", r.family_expires_at.to_string()),
                     ("scope", r.scope.clone()),
                     ("cgen", r.client_generation.clone()),
-                    ("state", "current".to_owned()),
                 ],
             )
             .ignore()
-            .expire(&rt, ttl)
+            .expire(&fam, ttl)
             .ignore();
         let mut conn = self.conn.clone();
         self.call("start_family", pipe.query_async::<()>(&mut conn))
@@ -402,45 +487,46 @@ impl SessionStore for RedisStore {
     async fn get_refresh(
         &self,
         tenant: &str,
-        hash: &str,
+        presented: PresentedRefresh<'_>,
     ) -> Result<Option<RefreshEntry>, StoreError> {
         let mut conn = self.conn.clone();
-        let mut inv = self.get_refresh.prepare_invoke();
-        inv.key(self.key(tenant, "rt", hash))
+        let Some(family_id) = presented.family_id else {
+            return self.get_earlier_refresh(tenant, presented.hash).await;
+        };
+        let mut inv = self.get_family.prepare_invoke();
+        inv.key(self.key(tenant, "fam", family_id))
+            .key(self.key(tenant, "grace", family_id))
             .arg(self.tenant_prefix(tenant));
-        let found: Option<(Vec<String>, String, String, String, String)> = self
+        let found: Option<(Vec<String>, String, String, String)> = self
             .call("get_refresh", inv.invoke_async(&mut conn))
             .await?;
-        let Some((flat, family_current, family_status, session_state, cut)) = found else {
+        let Some((flat, session_state, cut, sealed)) = found else {
             return Ok(None);
         };
-        let h = pairs_to_map(flat);
-        let field = |k: &str| h.get(k).cloned().unwrap_or_default();
-        let num = |k: &str| h.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
-        let record = RefreshRecord {
-            family_id: field("family"),
-            session_id: field("sid"),
-            client_id: field("client"),
-            user_id: field("user"),
-            expires_at: num("exp"),
-            family_expires_at: num("fexp"),
-            scope: field("scope"),
-            client_generation: field("cgen"),
-        };
-        let state = if field("state") == "current" {
+        let fam = pairs_to_map(flat);
+        let record = record_of(family_id, &fam);
+        let field = |k: &str| fam.get(k).cloned().unwrap_or_default();
+        let state = if field("current") == presented.hash {
             RefreshState::Current
-        } else {
+        } else if field("prev") == presented.hash {
             RefreshState::Rotated {
-                rotated_at: num("rotated_at"),
-                successor_is_current: !family_current.is_empty()
-                    && field("successor") == family_current,
-                sealed_successor: h.get("sealed").cloned(),
+                rotated_at: field("prev_at").parse().unwrap_or(0),
+                successor_is_current: true,
+                sealed_successor: Some(sealed).filter(|s| !s.is_empty()),
+            }
+        } else {
+            // An older token of the family: only a holder of one of its
+            // tokens knows the family it names. Reuse.
+            RefreshState::Rotated {
+                rotated_at: 0,
+                successor_is_current: false,
+                sealed_successor: None,
             }
         };
         Ok(Some(RefreshEntry {
             record,
             state,
-            family_active: family_status == "active",
+            family_active: field("status") == "active",
             session_active: standing(Some(&session_state), Some(&cut)) == AccessState::Active,
         }))
     }
@@ -453,17 +539,17 @@ impl SessionStore for RedisStore {
         let n = r.new_record;
         let mut conn = self.conn.clone();
         let mut inv = self.rotate.prepare_invoke();
-        inv.key(self.key(tenant, "rt", r.old_hash))
-            .key(self.key(tenant, "rt", r.new_hash))
-            .key(self.key(tenant, "fam", &n.family_id))
+        inv.key(self.key(tenant, "fam", &n.family_id))
             .key(self.key(tenant, "sst", &n.session_id))
             .key(self.key(tenant, "ucut", &n.user_id))
             .key(self.key(tenant, "sess", &n.session_id))
-            .arg(r.now)
+            .key(self.key(tenant, "grace", &n.family_id))
+            .arg(r.old_hash)
             .arg(r.new_hash)
-            .arg(r.sealed_successor)
+            .arg(r.now)
             .arg(remaining(n.family_expires_at))
-            .arg(&n.family_id)
+            .arg(r.sealed_successor)
+            .arg(r.grace_seconds + 2)
             .arg(&n.session_id)
             .arg(&n.client_id)
             .arg(&n.user_id)
@@ -679,6 +765,49 @@ impl SessionStore for RedisStore {
         let key = self.key(tenant, "lock", user_id);
         self.call("clear_login_failures", conn.del::<_, ()>(&key))
             .await
+    }
+
+    async fn tenant_footprint(&self, tenant: &str) -> Result<(usize, u64), StoreError> {
+        let mut conn = self.conn.clone();
+        let pattern = format!(
+            "{}*",
+            self.tenant_prefix(tenant)
+                .replace('{', "\\{")
+                .replace('}', "\\}")
+        );
+        let (mut keys, mut bytes) = (0usize, 0u64);
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, found): (u64, Vec<String>) = self
+                .call(
+                    "tenant_footprint",
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(500)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            for key in found {
+                let used: Option<u64> = self
+                    .call(
+                        "tenant_footprint",
+                        redis::cmd("MEMORY")
+                            .arg("USAGE")
+                            .arg(&key)
+                            .query_async(&mut conn),
+                    )
+                    .await?;
+                keys += 1;
+                bytes += used.unwrap_or(0);
+            }
+            if next == 0 {
+                return Ok((keys, bytes));
+            }
+            cursor = next;
+        }
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
