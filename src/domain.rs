@@ -60,7 +60,12 @@ pub struct Email(String);
 
 impl Email {
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let s = raw.trim();
+        // RFC 6532 §3.1: addresses compare in normalization form C.
+        let normalized: String = {
+            use unicode_normalization::UnicodeNormalization;
+            raw.trim().nfc().collect()
+        };
+        let s = normalized.as_str();
         if s.len() > 254 {
             return Err("must be at most 254 characters".to_owned());
         }
@@ -255,6 +260,11 @@ pub fn check_password(
     min_length: u32,
     user_inputs: &[&str],
 ) -> Result<(), WeakPassword> {
+    let normalized: String = {
+        use unicode_normalization::UnicodeNormalization;
+        password.nfc().collect()
+    };
+    let password = normalized.as_str();
     let chars = password.chars().count();
     if chars < min_length as usize {
         return Err(WeakPassword(format!(

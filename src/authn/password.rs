@@ -30,6 +30,26 @@ pub struct PasswordHasherPool {
     stored_checks: Arc<std::sync::atomic::AtomicU64>,
 }
 
+/// The text in normalization form C.
+fn nfc(text: &str) -> Secret {
+    use unicode_normalization::UnicodeNormalization;
+    Secret::new(text.nfc().collect::<String>())
+}
+
+/// The forms a stored hash may have been made from: NFC first (this
+/// version), then the text as typed and its NFD form (hashes of earlier
+/// versions, which did not normalise), without repeats.
+fn candidates(text: &str) -> Vec<Secret> {
+    use unicode_normalization::UnicodeNormalization;
+    let mut out = vec![nfc(text)];
+    for other in [text.to_owned(), text.nfd().collect::<String>()] {
+        if out.iter().all(|c| c.expose() != other) {
+            out.push(Secret::new(other));
+        }
+    }
+    out
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
     #[error("password hashing failed: {0}")]
@@ -92,10 +112,11 @@ impl PasswordHasherPool {
         result
     }
 
-    /// Hashes a new password.
+    /// Hashes a new password, in Unicode normalization form C (RFC 8265
+    /// §4.2.2: the same visible text is the same password however typed).
     pub async fn hash(&self, password: &Secret) -> Result<String, HashError> {
         let argon2 = self.argon2();
-        let password = password.clone();
+        let password = nfc(password.expose());
         self.run(move || {
             argon2
                 .hash_password(password.expose().as_bytes())
@@ -120,7 +141,7 @@ impl PasswordHasherPool {
         stored: Option<&str>,
     ) -> Result<Verified, HashError> {
         let argon2 = self.argon2();
-        let password = password.clone();
+        let candidates = candidates(password.expose());
         let known = stored.is_some();
         if known {
             self.stored_checks
@@ -132,12 +153,21 @@ impl PasswordHasherPool {
             let Ok(parsed) = PasswordHash::new(&stored) else {
                 return Verified::No;
             };
-            let ok = argon2
-                .verify_password(password.expose().as_bytes(), &parsed)
-                .is_ok();
-            if !(ok && known) {
+            // Every candidate is tried, matched or not, so the time depends
+            // on the input only (never on whether the user exists).
+            let matched: Vec<bool> = candidates
+                .iter()
+                .map(|c| {
+                    argon2
+                        .verify_password(c.expose().as_bytes(), &parsed)
+                        .is_ok()
+                })
+                .collect();
+            if !(known && matched.contains(&true)) {
                 return Verified::No;
             }
+            // A hash an earlier version made from another form of the text.
+            let legacy_form = !matched[0];
             let current = Params::try_from(&parsed).ok();
             let outdated = parsed.algorithm.as_str() != "argon2id"
                 || current.is_none_or(|p| {
@@ -145,8 +175,8 @@ impl PasswordHasherPool {
                         || p.t_cost() != wanted.t_cost()
                         || p.p_cost() != wanted.p_cost()
                 });
-            if outdated {
-                match argon2.hash_password(password.expose().as_bytes()) {
+            if outdated || legacy_form {
+                match argon2.hash_password(candidates[0].expose().as_bytes()) {
                     Ok(h) => Verified::YesRehashed(h.to_string()),
                     Err(_) => Verified::Yes,
                 }
@@ -162,6 +192,57 @@ impl PasswordHasherPool {
 mod tests {
     use super::{PasswordHasherPool, Verified};
     use crate::config::Secret;
+
+    const NFC: &str = "Caf\u{e9} cr\u{e8}me br\u{fb}l\u{e9}e au d\u{e9}jeuner";
+    const NFD: &str = "Cafe\u{301} cre\u{300}me bru\u{302}le\u{301}e au de\u{301}jeuner";
+
+    #[tokio::test]
+    async fn the_same_visible_password_matches_however_it_is_composed() {
+        assert_ne!(NFC, NFD);
+        let pool = PasswordHasherPool::new(8192, 1, 1).expect("params");
+        for (set, typed) in [(NFC, NFD), (NFD, NFC), (NFC, NFC)] {
+            let h = pool.hash(&Secret::new(set)).await.expect("hash");
+            assert_eq!(
+                pool.verify(&Secret::new(typed), Some(&h))
+                    .await
+                    .expect("verify"),
+                Verified::Yes
+            );
+        }
+        assert_eq!(
+            pool.verify(&Secret::new("Cafe creme"), None)
+                .await
+                .expect("verify"),
+            Verified::No
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hash_of_an_unnormalised_password_still_matches_and_is_renewed() {
+        use argon2::PasswordHasher;
+        let pool = PasswordHasherPool::new(8192, 1, 1).expect("params");
+        // What an earlier version stored for a password typed in NFD.
+        let earlier = pool
+            .argon2()
+            .hash_password(NFD.as_bytes())
+            .expect("hash")
+            .to_string();
+        for typed in [NFD, NFC] {
+            match pool
+                .verify(&Secret::new(typed), Some(&earlier))
+                .await
+                .expect("verify")
+            {
+                Verified::YesRehashed(renewed) => assert_eq!(
+                    pool.verify(&Secret::new(NFC), Some(&renewed))
+                        .await
+                        .expect("verify"),
+                    Verified::Yes
+                ),
+                other => panic!("{typed:?}: {other:?}"),
+            }
+        }
+    }
 
     #[tokio::test]
     async fn hashes_verify_and_outdated_parameters_are_rehashed() {
