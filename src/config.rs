@@ -48,7 +48,7 @@ pub enum LogFormat {
 }
 
 /// Everything latchkey can be told at start.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Address to listen on.
@@ -201,6 +201,29 @@ where
 
 impl Config {
     /// Loads the configuration from the process environment.
+    /// `LATCHKEY_*` variables of `env` that latchkey does not read (a typo
+    /// is otherwise ignored without a word).
+    pub fn unknown_variables(env: &HashMap<String, String>) -> Vec<String> {
+        let mut unknown: Vec<String> = env
+            .keys()
+            .filter(|k| k.starts_with("LATCHKEY_"))
+            .filter(|k| {
+                let base = k.strip_suffix("_FILE").unwrap_or(k);
+                let secret_file = k.ends_with("_FILE")
+                    && VARIABLES
+                        .iter()
+                        .any(|(name, secret)| *secret && *name == base);
+                let known = VARIABLES.iter().any(|(name, _)| name == k);
+                // Variables of the test and CI harnesses are not latchkey's.
+                let harness = k.starts_with("LATCHKEY_TEST_") || k.starts_with("LATCHKEY_CI_");
+                !(known || secret_file || harness || *k == "LATCHKEY_CONFIG")
+            })
+            .cloned()
+            .collect();
+        unknown.sort();
+        unknown
+    }
+
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::load(&std::env::vars().collect())
     }
@@ -456,6 +479,13 @@ impl Config {
     }
 }
 
+/// The masked configuration: URLs without passwords, secrets as `***`.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Config {}", self.masked())
+    }
+}
+
 /// Hides the password part of `scheme://user:password@host`.
 fn mask_url_password(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -558,6 +588,42 @@ mod tests {
         assert_eq!(
             mask_url_password("redis://cache:6379"),
             "redis://cache:6379"
+        );
+    }
+
+    #[test]
+    fn debug_output_holds_no_secret_or_url_password() {
+        let config = Config {
+            database_url: "postgres://app:hunter2@db/latchkey".to_owned(),
+            redis_url: Some("redis://:s3cret@cache:6379".to_owned()),
+            master_key: Some(super::Secret::new("00".repeat(32))),
+            bootstrap_admin_password: Some(super::Secret::new("correct horse")),
+            ..Config::default()
+        };
+        let shown = format!("{config:?}");
+        for secret in ["hunter2", "s3cret", &"00".repeat(32), "correct horse"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("postgres://app:***@db/latchkey"), "{shown}");
+    }
+
+    #[test]
+    fn misspelled_variables_are_reported_and_known_ones_are_not() {
+        let env = env(&[
+            ("LATCHKEY_BIND", "0.0.0.0:8080"),
+            ("LATCHKEY_DATBASE_URL", "postgres://x"),
+            ("LATCHKEY_MASTER_KEY_FILE", "/run/secrets/key"),
+            ("LATCHKEY_BIND_FILE", "/nope"),
+            ("LATCHKEY_TEST_REDIS_URL", "redis://x"),
+            ("LATCHKEY_CONFIG", "/etc/latchkey.toml"),
+            ("PATH", "/usr/bin"),
+        ]);
+        assert_eq!(
+            Config::unknown_variables(&env),
+            vec![
+                "LATCHKEY_BIND_FILE".to_owned(),
+                "LATCHKEY_DATBASE_URL".to_owned()
+            ]
         );
     }
 }

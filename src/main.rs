@@ -64,6 +64,10 @@ fn main() -> ExitCode {
         }
     };
     telemetry::init(&config.log, config.log_format);
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    for name in Config::unknown_variables(&env) {
+        tracing::warn!(variable = %name, "unknown LATCHKEY_ variable ignored (misspelled?)");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -87,7 +87,30 @@ pub async fn bootstrap_admin(
 /// configuration, or with a generated password in embedded mode.
 pub async fn first_start(state: &AppState) -> AppResult<Option<Bootstrapped>> {
     let users = state.db.run(users::count).await?;
+    let configured = state.config.bootstrap_admin_email.is_some()
+        || state.config.bootstrap_admin_password.is_some();
     if users > 0 {
+        if configured {
+            tracing::warn!(
+                database = %crate::store::db::Backend::describe(&state.config.database_url),
+                "LATCHKEY_BOOTSTRAP_ADMIN_EMAIL / LATCHKEY_BOOTSTRAP_ADMIN_PASSWORD are set but \
+                 ignored: the database already has users (they only create the first admin; \
+                 sign in with the admin created then, or start on an empty database)"
+            );
+        }
+        return Ok(None);
+    }
+    let embedded = matches!(
+        crate::store::db::Backend::from_url(&state.config.database_url),
+        Ok(crate::store::db::Backend::Sqlite)
+    );
+    if !embedded && state.config.bootstrap_admin_password.is_none() {
+        // SPEC §2: a generated password is printed only in embedded mode.
+        tracing::warn!(
+            "no platform admin yet: set LATCHKEY_BOOTSTRAP_ADMIN_EMAIL and \
+             LATCHKEY_BOOTSTRAP_ADMIN_PASSWORD, or run `latchkey bootstrap --tenant system \
+             --admin-email <e>`"
+        );
         return Ok(None);
     }
     let email = state

@@ -150,14 +150,25 @@ pub async fn rotate_due(state: &AppState) -> AppResult<usize> {
 
 /// Checks for due rotations every hour for as long as the process lives.
 pub fn spawn_rotation(state: Arc<AppState>) {
+    use futures_util::FutureExt;
+    // A weak reference: the task never keeps the state alive after
+    // shutdown; it ends when the state is gone.
+    let weak = Arc::downgrade(&state);
+    drop(state);
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tick.tick().await;
-            match rotate_due(&state).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(rotated = n, "signing keys rotated on schedule"),
-                Err(e) => tracing::warn!(error = %e, "scheduled key rotation failed"),
+            let Some(state) = weak.upgrade() else { return };
+            // A panic in one round is reported and the schedule goes on.
+            let round = std::panic::AssertUnwindSafe(rotate_due(&state)).catch_unwind();
+            match round.await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(rotated = n, "signing keys rotated on schedule"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "scheduled key rotation failed"),
+                Err(_) => {
+                    tracing::error!("scheduled key rotation panicked; trying again in an hour")
+                }
             }
         }
     });

@@ -42,6 +42,19 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// Where a URL points, without credentials (for messages).
+    pub fn describe(url: &str) -> String {
+        match url.strip_prefix("sqlite://") {
+            Some(path) => format!("sqlite://{path}"),
+            None => {
+                let rest = url.split_once("://").map_or(url, |(_, r)| r);
+                let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+                let host = host.split('?').next().unwrap_or(host);
+                format!("postgres://{host}")
+            }
+        }
+    }
+
     pub fn from_url(url: &str) -> Result<Self, String> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(Self::Postgres)
@@ -59,10 +72,18 @@ impl Backend {
 
 /// Opens connections of the backend the URL names, with SQLite tuned for
 /// concurrent use (WAL, busy timeout, foreign keys).
-#[derive(Debug)]
 pub struct Manager {
     url: String,
     backend: Backend,
+}
+
+/// Leaves the URL (and the password it may hold) out.
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A PostgreSQL URL with libpq's network timeouts set unless the URL sets
@@ -213,16 +234,16 @@ impl Db {
             // in between: take the write lock up front.
             DbConnection::Sqlite(_) => {
                 conn.batch_execute("BEGIN IMMEDIATE")?;
-                match f(conn) {
-                    Ok(value) => {
-                        conn.batch_execute("COMMIT")?;
-                        Ok(value)
-                    }
-                    Err(e) => {
-                        let _ = conn.batch_execute("ROLLBACK");
-                        Err(e)
-                    }
+                let outcome = f(conn).and_then(|value| {
+                    conn.batch_execute("COMMIT")?;
+                    Ok(value)
+                });
+                if outcome.is_err() {
+                    // Also after a failed COMMIT: the connection goes back to
+                    // the pool outside any transaction.
+                    let _ = conn.batch_execute("ROLLBACK");
                 }
+                outcome
             }
             DbConnection::Postgres(_) => conn.transaction(f),
         })
@@ -286,8 +307,12 @@ pub fn decode_cursor(list: &str, cursor: &str) -> Result<String, StoreError> {
 }
 
 /// The position a list resumes after, when the request gave a cursor.
+/// An empty cursor is the first page.
 pub fn cursor_position(list: &str, cursor: Option<&str>) -> Result<Option<String>, StoreError> {
-    cursor.map(|c| decode_cursor(list, c)).transpose()
+    cursor
+        .filter(|c| !c.is_empty())
+        .map(|c| decode_cursor(list, c))
+        .transpose()
 }
 
 /// A page of a listing.
