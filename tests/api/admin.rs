@@ -390,3 +390,60 @@ async fn a_cursor_this_list_did_not_issue_is_400_naming_cursor() {
         assert!(body.to_string().contains("cursor"), "{path}: {body}");
     }
 }
+
+#[tokio::test]
+async fn an_email_and_password_match_however_their_accents_are_composed() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let t = slug("nfc");
+    app.create_tenant(&admin, &t, json!({})).await;
+    let (email_nfc, email_nfd) = (format!("zo\u{eb}@{t}.test"), format!("zoe\u{308}@{t}.test"));
+    let password_nfc = "cr\u{e8}me br\u{fb}l\u{e9}e apr\u{e8}s d\u{ee}ner";
+    let password_nfd = "cre\u{300}me bru\u{302}le\u{301}e apre\u{300}s di\u{302}ner";
+    let res = app
+        .post_json(
+            &format!("/admin/tenants/{t}/users"),
+            &admin,
+            &json!({"email": email_nfc, "password": password_nfc}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    for (email, password) in [
+        (&email_nfd, password_nfd),
+        (&email_nfc, password_nfd),
+        (&email_nfd, password_nfc),
+    ] {
+        let res = app.password_grant(&t, email, password).await;
+        assert_eq!(res.status(), StatusCode::OK, "{email:?} {password:?}");
+    }
+    // The same address typed the other way is the same user.
+    let res = app
+        .post_json(
+            &format!("/admin/tenants/{t}/users"),
+            &admin,
+            &json!({"email": email_nfd, "password": password_nfc}),
+        )
+        .await;
+    assert_problem(res, StatusCode::CONFLICT, "conflict").await;
+}
+
+#[tokio::test]
+async fn without_a_bootstrap_password_only_embedded_mode_generates_one() {
+    let app = crate::helpers::spawn_app_with(|c| c.bootstrap_admin_password = None).await;
+    let users = app
+        .state
+        .db
+        .run(latchkey::store::db::users::count)
+        .await
+        .expect("count");
+    let embedded = app.config.database_url.starts_with("sqlite://");
+    // Embedded: the admin exists with a generated password (printed once).
+    // PostgreSQL: nothing is generated or printed; the log says how to
+    // create the first admin.
+    assert_eq!(
+        users,
+        i64::from(embedded),
+        "database {}",
+        app.config.database_url
+    );
+}

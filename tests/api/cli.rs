@@ -83,6 +83,7 @@ fn postgres_without_a_master_key_is_refused_before_connecting() {
 async fn migrate_and_bootstrap_make_a_tenant_admin_who_can_use_the_admin_api() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = test_config(dir.path());
+    let _cleanup = crate::helpers::Cleanup::of(&config);
     let master = config
         .master_key
         .as_ref()

@@ -73,6 +73,7 @@ fn names(items: &[Value], key: &str) -> BTreeSet<String> {
 async fn sigkill_during_admin_writes_leaves_only_whole_objects() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = test_config(dir.path());
+    let _cleanup = crate::helpers::Cleanup::of(&config);
     let env = process_env(&config, dir.path());
     let instance = start(&env).await;
     let http = reqwest::Client::new();

@@ -31,7 +31,91 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub state: Arc<AppState>,
     pub config: Config,
+    _owned: Owned,
     _dir: tempfile::TempDir,
+}
+
+/// What a test app made for itself and removes when it ends: its
+/// PostgreSQL database and its Redis keys (the SQLite file goes with the
+/// temporary directory).
+struct Owned {
+    database: Option<String>,
+    redis_prefix: Option<String>,
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if let Some(url) = &self.database {
+            drop_database(url);
+        }
+        if let (Some(prefix), Ok(url)) =
+            (&self.redis_prefix, std::env::var("LATCHKEY_TEST_REDIS_URL"))
+        {
+            delete_keys(&url, &format!("{prefix}:*"));
+        }
+    }
+}
+
+/// Removes, when dropped, the database and Redis keys of a test that runs
+/// `latchkey` processes from `config` (see `Owned`).
+pub struct Cleanup(#[allow(dead_code)] Owned);
+
+impl Cleanup {
+    pub fn of(config: &Config) -> Self {
+        Self(Owned {
+            database: Some(config.database_url.clone()),
+            redis_prefix: config
+                .redis_url
+                .as_ref()
+                .map(|_| config.redis_key_prefix.clone()),
+        })
+    }
+}
+
+/// The per-test PostgreSQL database a URL names, if it is one.
+fn database_name(url: &str) -> Option<String> {
+    let (_, rest) = url.rsplit_once('/')?;
+    let name = rest.split('?').next()?;
+    (url.starts_with("postgres") && name.starts_with("latchkey_test_")).then(|| name.to_owned())
+}
+
+/// Drops a per-test PostgreSQL database (connections and all).
+fn drop_database(url: &str) {
+    let (Ok(admin_url), Some(name)) = (
+        std::env::var("LATCHKEY_TEST_DATABASE_URL"),
+        database_name(url),
+    ) else {
+        return;
+    };
+    if let Ok(mut conn) = diesel::PgConnection::establish(&admin_url) {
+        let _ = conn.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    }
+}
+
+/// Deletes the Redis keys matching `pattern`.
+pub fn delete_keys(url: &str, pattern: &str) {
+    let Ok(client) = redis::Client::open(url) else {
+        return;
+    };
+    let Ok(mut conn) = client.get_connection() else {
+        return;
+    };
+    let keys: Vec<String> = redis::Commands::scan_match(&mut conn, pattern)
+        .map(|found| found.filter_map(Result::ok).collect())
+        .unwrap_or_default();
+    for chunk in keys.chunks(500) {
+        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+    }
+}
+
+/// A variable a test cannot run without (such tests are `#[ignore]`d, and
+/// the PostgreSQL + Redis pass runs them with `--include-ignored`): a clear
+/// failure when it is missing, never a silent pass.
+pub fn required_env(name: &str) -> String {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v,
+        _ => panic!("this test needs {name}: see the README's Tests section"),
+    }
 }
 
 /// A unique, valid tenant slug.
@@ -111,7 +195,19 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     latchkey::telemetry::init("error", latchkey::config::LogFormat::Text);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = test_config(dir.path());
+    let fresh = (config.database_url.clone(), config.redis_key_prefix.clone());
     adjust(&mut config);
+    // The same database, maybe reached another way (a fault proxy).
+    let same_database = database_name(&config.database_url) == database_name(&fresh.0);
+    let owned = Owned {
+        database: same_database.then(|| fresh.0.clone()),
+        redis_prefix: (config.redis_key_prefix == fresh.1 && config.redis_url.is_some())
+            .then(|| fresh.1.clone()),
+    };
+    if !same_database {
+        // The test brought its own database (another app's): drop ours now.
+        drop_database(&fresh.0);
+    }
     let app = Application::build(config.clone())
         .await
         .expect("app builds");
@@ -126,6 +222,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
             .expect("http client"),
         state,
         config,
+        _owned: owned,
         _dir: dir,
     }
 }

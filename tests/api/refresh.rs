@@ -374,14 +374,15 @@ async fn earlier_version_token(app: &TestApp, t: &str, tokens: &Value) -> Option
 }
 
 #[tokio::test]
+#[ignore = "needs Redis (an in-process store never holds tokens of an earlier version): run with --include-ignored and LATCHKEY_TEST_REDIS_URL"]
 async fn refresh_tokens_of_the_previous_version_rotate_once_into_the_new_format() {
+    crate::helpers::required_env("LATCHKEY_TEST_REDIS_URL");
     let app = spawn_app().await;
     let admin = app.admin_token().await;
     let (t, _, tokens) = app.tenant_with_user(&admin, json!({})).await;
-    let Some(old) = earlier_version_token(&app, &t, &tokens).await else {
-        println!("in-process store: no tokens of an earlier version can exist");
-        return;
-    };
+    let old = earlier_version_token(&app, &t, &tokens)
+        .await
+        .expect("a Redis store");
     let (status, first) = refresh(&app, &t, "admin-cli", &old).await;
     assert_eq!(status, StatusCode::OK, "{first}");
     let successor = str_of(&first, "refresh_token").to_owned();

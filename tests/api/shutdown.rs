@@ -11,6 +11,7 @@ use crate::helpers::{ADMIN_LOGIN, process_env, start, test_config};
 async fn sigterm_finishes_in_flight_requests_and_refuses_new_ones() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = test_config(dir.path());
+    let _cleanup = crate::helpers::Cleanup::of(&config);
     let mut env = process_env(&config, dir.path());
     // Sign-ins that take a while: argon2id at production cost, two at a time.
     env.retain(|(k, _)| !k.starts_with("LATCHKEY_ARGON2"));

@@ -18,9 +18,9 @@
 //! | `lockp:{user}` | sorted set | sign-in attempts in flight (id, expiry) |
 //! | `synced` | string | present once the tenant's durable denials were copied in |
 //!
-//! Every key but `synced` has a TTL; a store that lost `synced` (restart
-//! without persistence, failover, flush) is refilled from the database
-//! before it answers for the tenant again. The store needs `maxmemory-policy noeviction`: an
+//! Every key has a TTL. A store without `synced` for a tenant (it lost its
+//! data: restart without persistence, failover, flush; or a day passed) is
+//! refilled from the database before it answers for the tenant again. The store needs `maxmemory-policy noeviction`: an
 //! evicted cut-off or session state would bring tokens back.
 
 use std::collections::HashMap;
@@ -36,6 +36,10 @@ use super::{
     Rotation, SESSION_PAGE, SessionRecord, SessionStore, UserCut, standing,
 };
 use crate::store::StoreError;
+
+/// How long a refill of a tenant's denials is trusted (seconds): a day,
+/// then it is done again (cheap), so no key lives for ever.
+const SYNCED_TTL: u64 = 24 * 3600;
 
 /// The scripts, each prefixed with the shared helpers of `lua/prelude.lua`.
 /// Every key a script touches carries the tenant's hash tag, so each script
@@ -616,7 +620,7 @@ impl SessionStore for RedisStore {
     async fn mark_synced(&self, tenant: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
         let key = format!("{}synced", self.tenant_prefix(tenant));
-        self.call("mark_synced", conn.set::<_, _, ()>(&key, 1))
+        self.call("mark_synced", conn.set_ex::<_, _, ()>(&key, 1, SYNCED_TTL))
             .await
     }
 
