@@ -338,3 +338,10 @@ mod tests {
         assert!(s.validate().is_ok());
     }
 }
+
+/// A UTC time as RFC 3339 with whole seconds (`2026-11-30T18:46:51Z`), as
+/// every body shows times.
+pub fn rfc3339(t: chrono::NaiveDateTime) -> String {
+    t.and_utc()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}

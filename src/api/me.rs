@@ -21,7 +21,6 @@ use crate::error::{AppError, AppResult, ErrorCode};
 use crate::service::sessions::SessionView;
 use crate::service::{account, users};
 use crate::state::AppState;
-use crate::store::session::EndReason;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(userinfo);
@@ -167,15 +166,13 @@ pub async fn list_sessions(
     caller: TenantCaller,
 ) -> AppResult<HttpResponse> {
     let user_id = caller.user_id()?;
-    let sessions = state
-        .sessions
-        .list_user_sessions(&caller.tenant.slug, user_id)
-        .await?;
-    let current = caller.claims.sid.as_deref();
-    let items = sessions
-        .into_iter()
-        .map(|s| SessionView::new(s, current))
-        .collect();
+    let items = crate::service::sessions::list_own(
+        &state,
+        &caller.tenant.slug,
+        user_id,
+        caller.claims.sid.as_deref(),
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(SessionList {
         items,
         next_cursor: None,
@@ -204,28 +201,17 @@ pub async fn end_session(
 ) -> AppResult<HttpResponse> {
     let (_, sid) = path.into_inner();
     let user_id = caller.user_id()?;
-    let slug = &caller.tenant.slug;
-    let owned = state
-        .sessions
-        .get_session(slug, &sid)
-        .await?
-        .is_some_and(|s| s.user_id == user_id);
-    if !owned {
-        return Err(AppError::not_found("The session").with_realm(slug));
-    }
-    state
-        .sessions
-        .end_session(slug, &sid, EndReason::Revoked, state.linger(&caller.tenant))
-        .await?;
-    crate::service::audit::record(
+    let ended = crate::service::sessions::end_own(
         &state,
-        slug,
-        "session.revoke",
-        "success",
-        Some(&sid),
+        &caller.tenant,
+        user_id,
+        &sid,
         &origin(&req, Some(user_id)),
     )
-    .await;
+    .await?;
+    if !ended {
+        return Err(AppError::not_found("The session").with_realm(&caller.tenant.slug));
+    }
     Ok(no_content())
 }
 

@@ -141,10 +141,7 @@ pub struct ListResponse<T> {
 }
 
 /// Formats a stored time as RFC 3339 UTC.
-pub fn rfc3339(t: chrono::NaiveDateTime) -> String {
-    t.and_utc()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
+pub use crate::domain::rfc3339;
 
 /// The API description's fixed parts; paths and schemas are collected from
 /// the handlers as they are registered.

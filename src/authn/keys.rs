@@ -329,16 +329,9 @@ pub fn rotate(
     create_key(conn, master, tenant, alg, activates)
 }
 
-/// Serialises key rotations of one tenant across instances (PostgreSQL);
-/// SQLite has a single writer already.
+/// Serialises key rotations of one tenant across instances.
 pub fn lock_tenant_keys(conn: &mut DbConnection, tenant: &str) -> Result<(), StoreError> {
-    use diesel::RunQueryDsl;
-    if let DbConnection::Postgres(pg) = conn {
-        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext($1))")
-            .bind::<diesel::sql_types::Text, _>(format!("latchkey-keys:{tenant}"))
-            .execute(pg)?;
-    }
-    Ok(())
+    key_rows::lock_tenant(conn, tenant)
 }
 
 /// Creates a new key for the tenant inside the caller's transaction.

@@ -1,8 +1,10 @@
 //! Writes audit events. A failed write is logged, never fatal to the request.
 
 use super::Origin;
+use crate::error::AppResult;
 use crate::state::AppState;
-use crate::store::db::audit::{self, AuditEvent};
+use crate::store::db::Page;
+use crate::store::db::audit::{self, AuditEvent, AuditFilter};
 
 /// Records `action` with its `outcome` about `target`.
 pub async fn record(
@@ -29,4 +31,19 @@ pub async fn record(
     if let Err(e) = state.db.run(move |c| audit::insert(c, &event)).await {
         tracing::warn!(error = %e, action, "audit event not written");
     }
+}
+
+/// A page of the tenant's audit events, newest first.
+pub async fn list(
+    state: &AppState,
+    tenant: &str,
+    filter: AuditFilter,
+    cursor: Option<String>,
+    limit: usize,
+) -> AppResult<Page<AuditEvent>> {
+    let tenant = tenant.to_owned();
+    Ok(state
+        .db
+        .run(move |c| audit::list(c, &tenant, &filter, cursor.as_deref(), limit))
+        .await?)
 }

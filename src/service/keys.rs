@@ -6,9 +6,9 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Origin;
-use crate::api::rfc3339;
 use crate::authn::keys;
 use crate::domain::SigningAlg;
+use crate::domain::rfc3339;
 use crate::error::{AppError, AppResult};
 use crate::state::{AppState, Change};
 use crate::store::db::keys as key_rows;

@@ -3,7 +3,7 @@
 use serde::Serialize;
 
 use super::Origin;
-use crate::api::rfc3339;
+use crate::domain::rfc3339;
 use crate::error::AppResult;
 use crate::state::AppState;
 use crate::store::db::tenants::Tenant;
@@ -39,6 +39,55 @@ impl SessionView {
             user_agent: s.user_agent,
         }
     }
+}
+
+/// The caller's own active sessions, `current` marking the one of `sid`.
+pub async fn list_own(
+    state: &AppState,
+    tenant: &str,
+    user_id: &str,
+    sid: Option<&str>,
+) -> AppResult<Vec<SessionView>> {
+    Ok(state
+        .sessions
+        .list_user_sessions(tenant, user_id)
+        .await?
+        .into_iter()
+        .map(|s| SessionView::new(s, sid))
+        .collect())
+}
+
+/// Ends one of the caller's own sessions; false when `sid` is not an
+/// active session of theirs (the caller answers 404 either way).
+pub async fn end_own(
+    state: &AppState,
+    tenant: &Tenant,
+    user_id: &str,
+    sid: &str,
+    origin: &Origin,
+) -> AppResult<bool> {
+    let theirs = state
+        .sessions
+        .get_session(&tenant.slug, sid)
+        .await?
+        .is_some_and(|s| s.user_id == user_id);
+    if !theirs {
+        return Ok(false);
+    }
+    state
+        .sessions
+        .end_session(&tenant.slug, sid, EndReason::Revoked, state.linger(tenant))
+        .await?;
+    super::audit::record(
+        state,
+        &tenant.slug,
+        "session.revoke",
+        "success",
+        Some(sid),
+        origin,
+    )
+    .await;
+    Ok(true)
 }
 
 /// The user's active sessions; 404 for an unknown user.

@@ -19,7 +19,7 @@ use crate::api::{Json, Query};
 use crate::error::{AppError, AppResult};
 use crate::service::{keys, sessions};
 use crate::state::AppState;
-use crate::store::db::audit::{self, AuditEvent, AuditFilter};
+use crate::store::db::audit::{AuditEvent, AuditFilter};
 
 /// Lists a user's active sessions (`sessions:read`).
 #[utoipa::path(
@@ -238,12 +238,8 @@ pub async fn list_audit(
         from: parse_time("from", q.from.as_deref())?,
         to: parse_time("to", q.to.as_deref())?,
     };
-    let tenant = auth.tenant.slug.clone();
-    let cursor = q.cursor;
-    let page = state
-        .db
-        .run(move |c| audit::list(c, &tenant, &filter, cursor.as_deref(), limit))
-        .await?;
+    let page =
+        crate::service::audit::list(&state, &auth.tenant.slug, filter, q.cursor, limit).await?;
     Ok(HttpResponse::Ok().json(ListResponse {
         items: page
             .items

@@ -103,3 +103,15 @@ pub fn retire_active(
     ))
     .execute(conn)?)
 }
+
+/// Serialises key changes of one tenant across instances for the rest of
+/// the caller's transaction (a PostgreSQL advisory lock; SQLite has a single
+/// writer already).
+pub fn lock_tenant(conn: &mut DbConnection, tenant: &str) -> Result<(), StoreError> {
+    if let DbConnection::Postgres(pg) = conn {
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind::<diesel::sql_types::Text, _>(format!("latchkey-keys:{tenant}"))
+            .execute(pg)?;
+    }
+    Ok(())
+}
