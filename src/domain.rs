@@ -289,6 +289,13 @@ pub fn check_password(
     Ok(())
 }
 
+/// A UTC time as RFC 3339 with whole seconds (`2026-11-30T18:46:51Z`), as
+/// every body shows times.
+pub fn rfc3339(t: chrono::NaiveDateTime) -> String {
+    t.and_utc()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::{Email, TenantSettings, TenantSlug, check_password};
@@ -337,11 +344,4 @@ mod tests {
         assert_eq!(s.lockout_threshold, 10);
         assert!(s.validate().is_ok());
     }
-}
-
-/// A UTC time as RFC 3339 with whole seconds (`2026-11-30T18:46:51Z`), as
-/// every body shows times.
-pub fn rfc3339(t: chrono::NaiveDateTime) -> String {
-    t.and_utc()
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
