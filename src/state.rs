@@ -30,7 +30,8 @@ pub enum Change {
 }
 
 impl Change {
-    fn message(&self) -> String {
+    /// The text the bus and the change log carry.
+    pub fn message(&self) -> String {
         match self {
             Self::Policy(t) => format!("policy:{t}"),
             Self::Keys(t) => format!("keys:{t}"),
@@ -166,16 +167,28 @@ impl AppState {
         self.tenants.invalidate(&slug.to_owned());
     }
 
-    /// Applies a change here at once, records it in the change log (which
-    /// every instance polls) and tells every other instance through the bus.
+    /// Records a change in the change log (which every instance polls),
+    /// then announces it. Changes that must reach every instance even if
+    /// this one stops right after the write are recorded in the write's own
+    /// transaction instead (`changes::record`), then `announce`d.
     pub async fn changed(&self, change: Change) -> Result<(), StoreError> {
-        let message = change.message();
-        self.apply_change(&message);
-        let logged = message.clone();
+        let logged = change.message();
         self.db
             .run(move |c| crate::store::db::changes::record(c, &logged))
             .await?;
-        self.sessions.publish_change(&message).await
+        self.announce(change).await;
+        Ok(())
+    }
+
+    /// Applies a recorded change here at once and tells every other
+    /// instance through the bus; if the bus fails, the change log still
+    /// reaches them within a second.
+    pub async fn announce(&self, change: Change) {
+        let message = change.message();
+        self.apply_change(&message);
+        if let Err(e) = self.sessions.publish_change(&message).await {
+            tracing::warn!(error = %e, change = %message, "change not published; instances learn it from the change log");
+        }
     }
 
     /// Drops what a change makes stale; `*` drops everything (after a
@@ -204,6 +217,23 @@ impl AppState {
 
     pub fn issuer(&self, tenant: &str) -> String {
         crate::authn::tokens::issuer(&self.public_url, tenant)
+    }
+
+    /// A cut-off of every session of a user of `tenant` but `except`.
+    pub fn user_cut<'a>(
+        &self,
+        tenant: &Tenant,
+        except: Option<&'a str>,
+        reason: crate::store::session::EndReason,
+    ) -> crate::store::session::UserCut<'a> {
+        let s = &tenant.settings;
+        crate::store::session::UserCut {
+            except,
+            reason,
+            linger: self.linger(tenant),
+            lifetime: s.refresh_token_ttl_seconds.max(s.access_token_ttl_seconds)
+                + self.config.clock_leeway_seconds,
+        }
     }
 
     /// How long an ended session's state must linger: as long as any access

@@ -9,7 +9,7 @@ use crate::error::{AppError, AppResult, ErrorCode};
 use crate::state::AppState;
 use crate::store::db::tenants::Tenant;
 use crate::store::db::users;
-use crate::store::session::{EndReason, UserCut};
+use crate::store::session::EndReason;
 
 /// Ends the caller's session, or every session of the user.
 pub async fn logout(
@@ -28,11 +28,7 @@ pub async fn logout(
                 .end_user_sessions(
                     &tenant.slug,
                     user,
-                    UserCut {
-                        except: None,
-                        reason: EndReason::Revoked,
-                        linger,
-                    },
+                    state.user_cut(tenant, None, EndReason::Revoked),
                 )
                 .await?;
         } else {
@@ -71,11 +67,13 @@ pub async fn change_password(
     // sign-in; a locked account is not checked (same answer).
     let reserved = super::lockout::reserve(state, tenant, &user.id).await?;
     let stored = reserved.admitted().then_some(user.password_hash.as_str());
-    let verified = state
-        .passwords
-        .verify(current, stored)
-        .await
-        .map_err(AppError::internal)?;
+    let verified = match state.passwords.verify(current, stored).await {
+        Ok(v) => v,
+        Err(e) => {
+            super::lockout::abandoned(state, tenant, &reserved).await;
+            return Err(AppError::internal(e));
+        }
+    };
     if verified == Verified::No {
         super::lockout::failed(state, tenant, Some(user_id), &reserved, origin).await?;
         super::audit::record(
@@ -109,11 +107,7 @@ pub async fn change_password(
         .end_user_sessions(
             &tenant.slug,
             &user.id,
-            UserCut {
-                except: claims.sid.as_deref(),
-                reason: EndReason::Revoked,
-                linger: state.linger(tenant),
-            },
+            state.user_cut(tenant, claims.sid.as_deref(), EndReason::Revoked),
         )
         .await?;
     super::audit::record(

@@ -6,7 +6,7 @@ use crate::domain::{ClientType, GrantType};
 use crate::error::{AppError, AppResult};
 use crate::state::{AppState, Change};
 use crate::store::db::clients::{self, Client};
-use crate::store::db::{self, Page};
+use crate::store::db::{self, Page, changes};
 
 /// A client to create.
 #[derive(Debug)]
@@ -19,7 +19,8 @@ pub struct NewClient {
     pub client_id: Option<String>,
 }
 
-fn valid_client_id(id: &str) -> bool {
+/// `client_id` syntax: 1 to 128 letters, digits, `.`, `_` or `-`.
+pub(crate) fn valid_client_id(id: &str) -> bool {
     let b = id.as_bytes();
     (1..=128).contains(&b.len())
         && b[0].is_ascii_alphanumeric()
@@ -135,15 +136,18 @@ pub async fn create(
         generation: clients::new_generation(),
     };
     let to_insert = client.clone();
+    let change = Change::Client(tenant.to_owned(), client.client_id.clone());
+    let message = change.message();
     state
         .db
-        .run(move |c| clients::insert(c, &to_insert))
+        .transaction(move |c| {
+            clients::insert(c, &to_insert)?;
+            changes::record(c, &message)
+        })
         .await?;
     // A client id used before by a deleted client starts with a generation
     // of its own: nothing issued to the earlier client matches it.
-    state
-        .changed(Change::Client(tenant.to_owned(), client.client_id.clone()))
-        .await?;
+    state.announce(change).await;
     super::audit::record(
         state,
         tenant,
@@ -194,40 +198,64 @@ pub async fn update(
     patch: ClientPatch,
     origin: &Origin,
 ) -> AppResult<Client> {
-    let mut client = get(state, tenant, client_id).await?;
-    if let Some(name) = patch.name {
-        client.name = check_name(&name)?;
-    }
-    if let Some(grants) = patch.grant_types {
-        if client.client_type == ClientType::Public
-            && grants.contains(&GrantType::ClientCredentials)
-        {
-            return Err(AppError::conflict(
-                "this client is public: client_credentials needs a confidential client",
-            ));
+    // Checked against what is stored now; written below against the row as
+    // it is then, under a lock, so a concurrent patch never undoes a disable
+    // (or brings an old generation back).
+    let current = get(state, tenant, client_id).await?;
+    let name = patch.name.as_deref().map(check_name).transpose()?;
+    let grant_types = match patch.grant_types {
+        Some(grants) => {
+            if current.client_type == ClientType::Public
+                && grants.contains(&GrantType::ClientCredentials)
+            {
+                return Err(AppError::conflict(
+                    "this client is public: client_credentials needs a confidential client",
+                ));
+            }
+            check_grants(current.client_type, &grants)?;
+            Some(unique(grants))
         }
-        check_grants(client.client_type, &grants)?;
-        client.grant_types = unique(grants);
+        None => None,
+    };
+    if let Some(uris) = &patch.redirect_uris {
+        check_uris(uris)?;
     }
-    if let Some(uris) = patch.redirect_uris {
-        check_uris(&uris)?;
-        client.redirect_uris = uris;
+    if let Some(audience) = &patch.audience {
+        check_audience(audience)?;
     }
-    if let Some(audience) = patch.audience {
-        check_audience(&audience)?;
-        client.audience = audience;
-    }
-    if let Some(enabled) = patch.enabled {
-        if client.enabled && !enabled {
-            client.generation = clients::new_generation();
-        }
-        client.enabled = enabled;
-    }
-    let to_write = client.clone();
-    state.db.run(move |c| clients::update(c, &to_write)).await?;
-    state
-        .changed(Change::Client(tenant.to_owned(), client_id.to_owned()))
+    let change = Change::Client(tenant.to_owned(), client_id.to_owned());
+    let (t, id, message) = (tenant.to_owned(), client_id.to_owned(), change.message());
+    let enabled = patch.enabled;
+    let (redirect_uris, audience) = (patch.redirect_uris, patch.audience);
+    let client = state
+        .db
+        .transaction(move |c| {
+            db::lock_entity(c, &format!("client:{t}:{id}"))?;
+            let mut client = clients::get(c, &t, &id)?;
+            if let Some(name) = name {
+                client.name = name;
+            }
+            if let Some(grants) = grant_types {
+                client.grant_types = grants;
+            }
+            if let Some(uris) = redirect_uris {
+                client.redirect_uris = uris;
+            }
+            if let Some(audience) = audience {
+                client.audience = audience;
+            }
+            if let Some(enabled) = enabled {
+                if client.enabled && !enabled {
+                    client.generation = clients::new_generation();
+                }
+                client.enabled = enabled;
+            }
+            clients::update(c, &client)?;
+            changes::record(c, &message)?;
+            Ok(client)
+        })
         .await?;
+    state.announce(change).await;
     super::audit::record(
         state,
         tenant,
@@ -246,12 +274,17 @@ pub async fn delete(
     client_id: &str,
     origin: &Origin,
 ) -> AppResult<()> {
-    let (t, id) = (tenant.to_owned(), client_id.to_owned());
-    state.db.run(move |c| clients::delete(c, &t, &id)).await?;
-    // Tokens already issued to it die with it: the view no longer has it.
+    let change = Change::Client(tenant.to_owned(), client_id.to_owned());
+    let (t, id, message) = (tenant.to_owned(), client_id.to_owned(), change.message());
     state
-        .changed(Change::Client(tenant.to_owned(), client_id.to_owned()))
+        .db
+        .transaction(move |c| {
+            clients::delete(c, &t, &id)?;
+            changes::record(c, &message)
+        })
         .await?;
+    // Tokens already issued to it die with it: the view no longer has it.
+    state.announce(change).await;
     super::audit::record(
         state,
         tenant,

@@ -59,11 +59,18 @@ pub async fn reserve(state: &AppState, tenant: &Tenant, lock_id: &str) -> AppRes
 
 /// The password was right: forget the failures and end the reservation.
 pub async fn succeeded(state: &AppState, tenant: &Tenant, reserved: &Reserved) -> AppResult<()> {
-    state
+    let cleared = state
         .sessions
         .clear_login_failures(&tenant.slug, &reserved.lock_id)
-        .await?;
-    release(state, tenant, reserved).await
+        .await;
+    release(state, tenant, reserved).await?;
+    Ok(cleared?)
+}
+
+/// The attempt ended in an error before it was decided: end the reservation
+/// so it does not hold a place until it expires.
+pub async fn abandoned(state: &AppState, tenant: &Tenant, reserved: &Reserved) {
+    let _ = release(state, tenant, reserved).await;
 }
 
 /// The attempt failed: count it (attempts refused during a lock are not

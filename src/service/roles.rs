@@ -144,21 +144,24 @@ pub async fn create(
     }
     let description = check_description(description)?;
     let perms = check_permissions(permissions)?;
+    let policy_change = Change::Policy(tenant.to_owned()).message();
     let (t, n) = (tenant.to_owned(), name.to_owned());
     let role = state
         .db
         .transaction(move |c| {
-            if policies::find_role(c, &t, &n)?.is_some() {
-                return Err(StoreError::Conflict(format!(
-                    "role {n} exists in the tenant"
-                )));
-            }
-            policies::insert_role(c, &t, &n, &description, false)?;
-            policies::set_role_permissions(c, &t, &n, &perms)?;
-            load_role(c, &t, &n)
+            with_policy_change(c, &policy_change, |c| {
+                if policies::find_role(c, &t, &n)?.is_some() {
+                    return Err(StoreError::Conflict(format!(
+                        "role {n} exists in the tenant"
+                    )));
+                }
+                policies::insert_role(c, &t, &n, &description, false)?;
+                policies::set_role_permissions(c, &t, &n, &perms)?;
+                load_role(c, &t, &n)
+            })
         })
         .await?;
-    state.changed(Change::Policy(tenant.to_owned())).await?;
+    state.announce(Change::Policy(tenant.to_owned())).await;
     super::audit::record(state, tenant, "role.create", "success", Some(name), origin).await;
     Ok(role)
 }
@@ -174,42 +177,50 @@ pub async fn replace(
 ) -> AppResult<Role> {
     let description = check_description(description)?;
     let perms = check_permissions(permissions)?;
+    let policy_change = Change::Policy(tenant.to_owned()).message();
     let (t, n) = (tenant.to_owned(), name.to_owned());
     let role = state
         .db
         .transaction(move |c| {
-            let existing = policies::find_role(c, &t, &n)?.ok_or(StoreError::NotFound("role"))?;
-            if existing.builtin && perms.is_empty() {
-                return Err(StoreError::Conflict(format!(
-                    "the built-in role {n} cannot be emptied"
-                )));
-            }
-            policies::set_role_description(c, &t, &n, &description)?;
-            policies::set_role_permissions(c, &t, &n, &perms)?;
-            load_role(c, &t, &n)
+            with_policy_change(c, &policy_change, |c| {
+                let existing =
+                    policies::find_role(c, &t, &n)?.ok_or(StoreError::NotFound("role"))?;
+                if existing.builtin && perms.is_empty() {
+                    return Err(StoreError::Conflict(format!(
+                        "the built-in role {n} cannot be emptied"
+                    )));
+                }
+                policies::set_role_description(c, &t, &n, &description)?;
+                policies::set_role_permissions(c, &t, &n, &perms)?;
+                load_role(c, &t, &n)
+            })
         })
         .await?;
-    state.changed(Change::Policy(tenant.to_owned())).await?;
+    state.announce(Change::Policy(tenant.to_owned())).await;
     super::audit::record(state, tenant, "role.update", "success", Some(name), origin).await;
     Ok(role)
 }
 
 /// Deletes a custom role and every assignment of it.
 pub async fn delete(state: &AppState, tenant: &str, name: &str, origin: &Origin) -> AppResult<()> {
+    let policy_change = Change::Policy(tenant.to_owned()).message();
     let (t, n) = (tenant.to_owned(), name.to_owned());
     state
         .db
         .transaction(move |c| {
-            let existing = policies::find_role(c, &t, &n)?.ok_or(StoreError::NotFound("role"))?;
-            if existing.builtin {
-                return Err(StoreError::Conflict(format!(
-                    "the built-in role {n} cannot be deleted"
-                )));
-            }
-            policies::delete_role(c, &t, &n)
+            with_policy_change(c, &policy_change, |c| {
+                let existing =
+                    policies::find_role(c, &t, &n)?.ok_or(StoreError::NotFound("role"))?;
+                if existing.builtin {
+                    return Err(StoreError::Conflict(format!(
+                        "the built-in role {n} cannot be deleted"
+                    )));
+                }
+                policies::delete_role(c, &t, &n)
+            })
         })
         .await?;
-    state.changed(Change::Policy(tenant.to_owned())).await?;
+    state.announce(Change::Policy(tenant.to_owned())).await;
     super::audit::record(state, tenant, "role.delete", "success", Some(name), origin).await;
     Ok(())
 }
@@ -243,28 +254,31 @@ pub async fn set_user_roles(
     if !granted_by_platform_admin && roles.iter().any(|r| r == ROLE_PLATFORM_ADMIN) {
         return Err(AppError::forbidden(ROLE_PLATFORM_ADMIN).with_realm(tenant));
     }
+    let policy_change = Change::Policy(tenant.to_owned()).message();
     let (t, u) = (tenant.to_owned(), user_id.to_owned());
     let result = state
         .db
         .transaction(move |c| {
-            users::get(c, &t, &u)?;
-            let mut wanted: Vec<String> = Vec::new();
-            for (i, role) in roles.iter().enumerate() {
-                if policies::find_role(c, &t, role)?.is_none() {
-                    return Ok(Err(AppError::validation(
-                        &format!("roles[{i}]"),
-                        format!("no role named {role:?} in this tenant"),
-                    )));
+            with_policy_change(c, &policy_change, |c| {
+                users::get(c, &t, &u)?;
+                let mut wanted: Vec<String> = Vec::new();
+                for (i, role) in roles.iter().enumerate() {
+                    if policies::find_role(c, &t, role)?.is_none() {
+                        return Ok(Err(AppError::validation(
+                            &format!("roles[{i}]"),
+                            format!("no role named {role:?} in this tenant"),
+                        )));
+                    }
+                    if !wanted.contains(role) {
+                        wanted.push(role.clone());
+                    }
                 }
-                if !wanted.contains(role) {
-                    wanted.push(role.clone());
-                }
-            }
-            policies::set_user_roles(c, &t, &u, &wanted)?;
-            Ok(Ok(policies::roles_of_user(c, &t, &u)?))
+                policies::set_user_roles(c, &t, &u, &wanted)?;
+                Ok(Ok(policies::roles_of_user(c, &t, &u)?))
+            })
         })
         .await??;
-    state.changed(Change::Policy(tenant.to_owned())).await?;
+    state.announce(Change::Policy(tenant.to_owned())).await;
     super::audit::record(
         state,
         tenant,
@@ -275,4 +289,17 @@ pub async fn set_user_roles(
     )
     .await;
     Ok(result)
+}
+
+/// Runs `f`, then records the tenant's policy change in the change log, in
+/// the caller's transaction: every instance learns of it even if this one
+/// stops right after the commit.
+fn with_policy_change<T>(
+    c: &mut crate::store::db::DbConnection,
+    message: &str,
+    f: impl FnOnce(&mut crate::store::db::DbConnection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let out = f(c)?;
+    crate::store::db::changes::record(c, message)?;
+    Ok(out)
 }

@@ -7,7 +7,7 @@ use crate::domain::rfc3339;
 use crate::error::AppResult;
 use crate::state::AppState;
 use crate::store::db::tenants::Tenant;
-use crate::store::session::{EndReason, SessionRecord, UserCut};
+use crate::store::session::{EndReason, SessionRecord};
 
 /// A session as the API shows it.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -119,11 +119,7 @@ pub async fn revoke(
                 .end_user_sessions(
                     &tenant.slug,
                     user_id,
-                    UserCut {
-                        except: None,
-                        reason: EndReason::Revoked,
-                        linger,
-                    },
+                    state.user_cut(tenant, None, EndReason::Revoked),
                 )
                 .await?
         }

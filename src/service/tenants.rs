@@ -11,8 +11,8 @@ use crate::error::{AppError, AppResult};
 use crate::state::{AppState, Change};
 use crate::store::db::clients::{self, Client};
 use crate::store::db::tenants::{self, Tenant};
-use crate::store::db::{self, DbConnection, Page};
-use crate::store::session::{EndReason, UserCut};
+use crate::store::db::{self, DbConnection, Page, changes};
+use crate::store::session::EndReason;
 
 /// The built-in public client every tenant starts with.
 fn admin_cli(tenant: &str) -> Client {
@@ -139,64 +139,85 @@ pub async fn update(
     patch: TenantPatch,
     origin: &Origin,
 ) -> AppResult<Tenant> {
-    let mut tenant = get(state, slug).await?;
-    let previous_status = tenant.status;
-    let previous_alg = tenant.settings.signing_alg;
-    let previous_access_ttl = tenant.settings.access_token_ttl_seconds;
-    if let Some(name) = patch.name {
-        let name = name
-            .trim_matches(|c: char| c.is_ascii_whitespace())
-            .to_owned();
-        if name.is_empty() || name.chars().count() > 200 {
-            return Err(AppError::validation("name", "must be 1 to 200 characters"));
+    // Checked first; applied below to the row as it is then, under a lock,
+    // so a concurrent patch never undoes a suspension.
+    get(state, slug).await?;
+    let name = match patch.name {
+        Some(name) => {
+            let name = name
+                .trim_matches(|c: char| c.is_ascii_whitespace())
+                .to_owned();
+            if name.is_empty() || name.chars().count() > 200 {
+                return Err(AppError::validation("name", "must be 1 to 200 characters"));
+            }
+            Some(name)
         }
-        tenant.name = name;
+        None => None,
+    };
+    if slug == SYSTEM_TENANT && patch.status == Some(TenantStatus::Suspended) {
+        return Err(AppError::validation(
+            "status",
+            "the system tenant cannot be suspended",
+        ));
     }
-    if let Some(status) = patch.status {
-        if slug == SYSTEM_TENANT && status == TenantStatus::Suspended {
-            return Err(AppError::validation(
-                "status",
-                "the system tenant cannot be suspended",
-            ));
-        }
-        tenant.status = status;
-    }
-    if patch.settings.is_some() {
-        tenant.settings = merge_settings(&tenant.settings, patch.settings)?;
-    }
-    let new_alg = tenant.settings.signing_alg;
+    let status = patch.status;
+    let settings = patch.settings;
     let master = state.keys.master().clone();
     let leeway = state.config.clock_leeway_seconds as i64;
     let delay = chrono::Duration::seconds(state.config.key_activation_delay_seconds as i64);
-    let to_write = tenant.clone();
-    let suspending =
-        previous_status != TenantStatus::Suspended && tenant.status == TenantStatus::Suspended;
-    state
+    let owned = slug.to_owned();
+    let (tenant, previous, announced) = state
         .db
         .transaction(move |c| {
-            tenants::update(c, &to_write)?;
-            if suspending {
-                clients::renew_generations(c, &to_write.slug)?;
+            db::lock_entity(c, &format!("tenant:{owned}"))?;
+            let previous = tenants::get(c, &owned)?;
+            let mut tenant = previous.clone();
+            if let Some(name) = name {
+                tenant.name = name;
             }
-            if new_alg != previous_alg {
+            if let Some(status) = status {
+                tenant.status = status;
+            }
+            if settings.is_some() {
+                match merge_settings(&tenant.settings, settings) {
+                    Ok(merged) => tenant.settings = merged,
+                    Err(e) => return Ok(Err(e)),
+                }
+            }
+            tenants::update(c, &tenant)?;
+            let mut announced = vec![
+                Change::Tenant(owned.clone()),
+                Change::Clients(owned.clone()),
+            ];
+            if previous.status != TenantStatus::Suspended
+                && tenant.status == TenantStatus::Suspended
+            {
+                clients::renew_generations(c, &owned)?;
+            }
+            if tenant.settings.signing_alg != previous.settings.signing_alg {
                 keys::rotate(
                     c,
                     &master,
-                    &to_write.slug,
-                    new_alg,
+                    &owned,
+                    tenant.settings.signing_alg,
                     delay,
-                    chrono::Duration::seconds(previous_access_ttl as i64 + leeway),
+                    chrono::Duration::seconds(
+                        previous.settings.access_token_ttl_seconds as i64 + leeway,
+                    ),
                 )?;
+                announced.push(Change::Keys(owned.clone()));
             }
-            Ok(())
+            for change in &announced {
+                changes::record(c, &change.message())?;
+            }
+            Ok(Ok((tenant, previous, announced)))
         })
-        .await?;
+        .await??;
     // Announced on every call, so a call that failed half-way can be repeated.
-    state.changed(Change::Tenant(slug.to_owned())).await?;
-    state.changed(Change::Clients(slug.to_owned())).await?;
-    if new_alg != previous_alg {
-        state.changed(Change::Keys(slug.to_owned())).await?;
+    for change in announced {
+        state.announce(change).await;
     }
+    let previous_status = previous.status;
     if tenant.status == TenantStatus::Suspended {
         end_all_sessions(state, &tenant).await?;
     }
@@ -216,7 +237,6 @@ pub async fn update(
 /// Ends the sessions of every user of a tenant (suspension).
 async fn end_all_sessions(state: &AppState, tenant: &Tenant) -> AppResult<()> {
     let mut cursor = None;
-    let linger = state.linger(tenant);
     loop {
         let page = super::users::list(state, &tenant.slug, cursor, 200).await?;
         for user in &page.items {
@@ -225,11 +245,7 @@ async fn end_all_sessions(state: &AppState, tenant: &Tenant) -> AppResult<()> {
                 .end_user_sessions(
                     &tenant.slug,
                     &user.id,
-                    UserCut {
-                        except: None,
-                        reason: EndReason::Disabled,
-                        linger,
-                    },
+                    state.user_cut(tenant, None, EndReason::Disabled),
                 )
                 .await?;
         }

@@ -8,7 +8,7 @@ use crate::state::AppState;
 use crate::store::db::Page;
 use crate::store::db::tenants::Tenant;
 use crate::store::db::users::{self, User};
-use crate::store::session::{EndReason, UserCut};
+use crate::store::session::EndReason;
 
 /// Checks a new password against the tenant's policy.
 pub fn check_policy(tenant: &Tenant, email: &str, password: &str) -> AppResult<()> {
@@ -121,18 +121,13 @@ pub async fn update(
             Ok(())
         })
         .await?;
-    let linger = state.linger(tenant);
     if patch.status == Some(UserStatus::Disabled) {
         state
             .sessions
             .end_user_sessions(
                 &tenant.slug,
                 &user.id,
-                UserCut {
-                    except: None,
-                    reason: EndReason::Disabled,
-                    linger,
-                },
+                state.user_cut(tenant, None, EndReason::Disabled),
             )
             .await?;
         super::audit::record(
@@ -150,11 +145,7 @@ pub async fn update(
             .end_user_sessions(
                 &tenant.slug,
                 &user.id,
-                UserCut {
-                    except: None,
-                    reason: EndReason::Revoked,
-                    linger,
-                },
+                state.user_cut(tenant, None, EndReason::Revoked),
             )
             .await?;
     }
@@ -193,7 +184,10 @@ pub async fn delete(state: &AppState, tenant: &Tenant, id: &str, origin: &Origin
         .transaction(move |c| {
             users::delete(c, &slug, &uid)?;
             crate::store::db::policies::delete_rules(c, &slug, "g", std::slice::from_ref(&uid))?;
-            Ok(())
+            crate::store::db::changes::record(
+                c,
+                &crate::state::Change::Policy(slug.clone()).message(),
+            )
         })
         .await?;
     state
@@ -201,16 +195,12 @@ pub async fn delete(state: &AppState, tenant: &Tenant, id: &str, origin: &Origin
         .end_user_sessions(
             &tenant.slug,
             id,
-            UserCut {
-                except: None,
-                reason: EndReason::Revoked,
-                linger: state.linger(tenant),
-            },
+            state.user_cut(tenant, None, EndReason::Revoked),
         )
         .await?;
     state
-        .changed(crate::state::Change::Policy(tenant.slug.clone()))
-        .await?;
+        .announce(crate::state::Change::Policy(tenant.slug.clone()))
+        .await;
     super::audit::record(
         state,
         &tenant.slug,

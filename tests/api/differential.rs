@@ -182,6 +182,7 @@ async fn apply(store: &dyn SessionStore, t: &str, op: &Op, base: i64) -> String 
                 except: except.as_deref(),
                 reason: reason(*disabled),
                 linger: 60,
+                lifetime: 3600,
             };
             format!("{:?}", store.end_user_sessions(t, &user(*u), cut).await)
         }

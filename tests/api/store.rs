@@ -62,6 +62,7 @@ fn cut(except: Option<&str>, reason: EndReason) -> UserCut<'_> {
         except,
         reason,
         linger: 60,
+        lifetime: 3600,
     }
 }
 
@@ -720,5 +721,43 @@ async fn attempts_in_flight_count_towards_the_threshold_until_released() {
             .await
             .expect("fail");
         assert_eq!(reserve("d").await, Reservation::Locked, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn sessions_that_are_over_do_not_count_towards_the_cap() {
+    for (name, store) in stores().await {
+        let user = format!("u-capdead-{name}");
+        let mut phone = session(&user);
+        phone.created_at -= 100;
+        store
+            .create_session("t", &phone, 60, 3, 60)
+            .await
+            .expect("create");
+        // Short sessions that end by themselves (three live sessions: the cap).
+        for i in 0..2 {
+            let mut s = session(&user);
+            s.created_at += i;
+            store
+                .create_session("t", &s, 1, 3, 60)
+                .await
+                .expect("create");
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let mut laptop = session(&user);
+        laptop.created_at += 10;
+        let ended = store
+            .create_session("t", &laptop, 60, 3, 60)
+            .await
+            .expect("create");
+        assert!(ended.is_empty(), "{name}: {ended:?}");
+        assert!(
+            store
+                .get_session("t", &phone.id)
+                .await
+                .expect("get")
+                .is_some(),
+            "{name}: the oldest live session survives"
+        );
     }
 }

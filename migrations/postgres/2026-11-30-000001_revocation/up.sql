@@ -3,6 +3,9 @@
 -- new one, so nothing issued before comes back when it is enabled again or
 -- when a client with the same id is created.
 ALTER TABLE clients ADD COLUMN generation TEXT NOT NULL DEFAULT '';
+-- A client disabled before this version starts a generation of its own, so
+-- enabling it later does not revive what it issued before.
+UPDATE clients SET generation = md5(random()::text || client_id) WHERE NOT enabled;
 
 -- Cache-invalidating changes, polled by every instance so that a lost
 -- pub/sub message still reaches it within a second.

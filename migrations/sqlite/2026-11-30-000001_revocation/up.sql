@@ -1,5 +1,8 @@
 -- See the PostgreSQL migration of the same name.
 ALTER TABLE clients ADD COLUMN generation TEXT NOT NULL DEFAULT '';
+-- A client disabled before this version starts a generation of its own, so
+-- enabling it later does not revive what it issued before.
+UPDATE clients SET generation = lower(hex(randomblob(8))) WHERE enabled = 0;
 
 CREATE TABLE changes (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -27,10 +27,15 @@ pub async fn authenticate_client(
     let Some(client_id) = creds.client_id.clone().filter(|c| !c.is_empty()) else {
         return Err(fail("Client authentication is required."));
     };
-    let client = state
-        .client(tenant, &client_id)
-        .await
-        .map_err(|e| AppError::from(e).in_flavor(Flavor::OAuth))?;
+    // An id that cannot exist is never looked up (or cached).
+    let client = if crate::service::clients::valid_client_id(&client_id) {
+        state
+            .client(tenant, &client_id)
+            .await
+            .map_err(|e| AppError::from(e).in_flavor(Flavor::OAuth))?
+    } else {
+        None
+    };
     let presented = creds.secret.as_ref().map(Secret::expose);
     let Some(client) = client else {
         // Same work as a known client, so timing tells nothing.

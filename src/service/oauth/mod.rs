@@ -215,6 +215,28 @@ pub(crate) async fn user_still_active(
         .is_some_and(|u| u.status == UserStatus::Active))
 }
 
+/// Whether the user is active and still has the password hash a sign-in
+/// checked, as the database says now.
+pub(crate) async fn user_unchanged(
+    state: &AppState,
+    tenant: &str,
+    user_id: &str,
+    password_hash: &str,
+) -> AppResult<bool> {
+    let (t, id) = (tenant.to_owned(), user_id.to_owned());
+    Ok(state
+        .db
+        .run(move |c| users::find(c, &t, &id))
+        .await?
+        .is_some_and(|u| {
+            u.status == UserStatus::Active
+                && bool::from(subtle::ConstantTimeEq::ct_eq(
+                    u.password_hash.as_bytes(),
+                    password_hash.as_bytes(),
+                ))
+        }))
+}
+
 /// How long a session record lives: its longest refresh family, or its
 /// access token when the client gets no refresh token.
 pub(crate) fn session_ttl(state: &AppState, tenant: &Tenant, with_refresh: bool) -> u64 {

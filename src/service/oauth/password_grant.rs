@@ -3,7 +3,7 @@
 
 use super::{
     DEFAULT_USER_SCOPE, TokenRequest, TokenResponse, UNKNOWN_USER, USER_SCOPES, WRONG_CREDENTIALS,
-    grant_scope, mint_access, oauth, roles_of, session_ttl, user_still_active,
+    grant_scope, mint_access, oauth, roles_of, session_ttl, user_unchanged,
 };
 use crate::authn::password::Verified;
 use crate::authn::{refresh_tokens, sha256_hex};
@@ -54,24 +54,36 @@ pub(super) async fn grant(
         .as_ref()
         .filter(|_| reserved.admitted())
         .map(|u| u.password_hash.as_str());
-    let verified = state
-        .passwords
-        .verify(&password, stored)
-        .await
-        .map_err(AppError::internal)?;
-    let user = match (user, verified) {
+    let verified = match state.passwords.verify(&password, stored).await {
+        Ok(v) => v,
+        Err(e) => {
+            lockout::abandoned(state, tenant, &reserved).await;
+            return Err(AppError::internal(e));
+        }
+    };
+    let (user, verified_hash) = match (user, verified) {
         (Some(user), v @ (Verified::Yes | Verified::YesRehashed(_)))
             if user.status == UserStatus::Active =>
         {
+            let mut verified_hash = user.password_hash.clone();
             if let Verified::YesRehashed(hash) = v {
-                let (t, id) = (tenant.slug.clone(), user.id.clone());
-                state
+                let (t, id, old) = (tenant.slug.clone(), user.id.clone(), verified_hash.clone());
+                let renewed = hash.clone();
+                let renewal = state
                     .db
-                    .run(move |c| users::set_password_hash(c, &t, &id, &hash))
-                    .await?;
+                    .run(move |c| users::renew_password_hash(c, &t, &id, &old, &renewed))
+                    .await;
+                match renewal {
+                    Ok(true) => verified_hash = hash,
+                    Ok(false) => {}
+                    Err(e) => {
+                        lockout::abandoned(state, tenant, &reserved).await;
+                        return Err(e.into());
+                    }
+                }
             }
             lockout::succeeded(state, tenant, &reserved).await?;
-            user
+            (user, verified_hash)
         }
         (user, _) => {
             let target = user.as_ref().map(|u| u.id.as_str());
@@ -109,9 +121,10 @@ pub(super) async fn grant(
             state.linger(tenant),
         )
         .await?;
-    // A disable that committed after the user was read above cut the user
-    // off after this session began (so it is over), or is seen here.
-    if !user_still_active(state, &tenant.slug, &user.id).await? {
+    // A disable or password change that committed after the user was read
+    // above either cut the user off after this session began (so it is
+    // over), or is seen here.
+    if !user_unchanged(state, &tenant.slug, &user.id, &verified_hash).await? {
         state
             .sessions
             .end_session(

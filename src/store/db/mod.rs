@@ -285,6 +285,19 @@ pub fn now() -> chrono::NaiveDateTime {
         .unwrap_or(now)
 }
 
+/// Serialises read-modify-write transactions on one entity (`key`, such as
+/// `client:{tenant}:{id}`) across instances for the rest of the caller's
+/// transaction: a PostgreSQL advisory lock; SQLite transactions begin
+/// immediately and hold its single writer already.
+pub fn lock_entity(conn: &mut DbConnection, key: &str) -> Result<(), StoreError> {
+    if let DbConnection::Postgres(pg) = conn {
+        diesel::sql_query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind::<diesel::sql_types::Text, _>(key)
+            .execute(pg)?;
+    }
+    Ok(())
+}
+
 /// Makes the opaque cursor of `list` (a name such as `users`) that resumes
 /// after `position`.
 pub fn encode_cursor(list: &str, position: &str) -> String {

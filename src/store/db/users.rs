@@ -208,6 +208,26 @@ pub fn set_email(
     Ok(())
 }
 
+/// Replaces the password hash only if it is still `old` (a re-hash at sign-in
+/// must never undo a password change made meanwhile). Answers whether it did.
+pub fn renew_password_hash(
+    conn: &mut DbConnection,
+    tenant: &str,
+    id: &str,
+    old: &str,
+    new: &str,
+) -> Result<bool, StoreError> {
+    let n = diesel::update(
+        users::table
+            .filter(users::tenant.eq(tenant))
+            .filter(users::id.eq(id))
+            .filter(users::password_hash.eq(old)),
+    )
+    .set((users::password_hash.eq(new), users::updated_at.eq(now())))
+    .execute(conn)?;
+    Ok(n == 1)
+}
+
 pub fn set_password_hash(
     conn: &mut DbConnection,
     tenant: &str,

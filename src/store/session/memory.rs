@@ -244,6 +244,18 @@ impl SessionStore for MemoryStore {
             });
         index.value.insert((session.created_at, session.id.clone()));
         let mut ended = Vec::new();
+        if inner
+            .user_sessions
+            .get(&index_key)
+            .is_some_and(|e| e.value.len() > max_sessions.max(1))
+        {
+            // Only live sessions count (as in create_session.lua).
+            for entry in inner.index(tenant, user) {
+                if !inner.session_live(tenant, &entry.1, user) {
+                    inner.unindex(tenant, user, &entry);
+                }
+            }
+        }
         while inner
             .user_sessions
             .get(&index_key)
@@ -338,7 +350,7 @@ impl SessionStore for MemoryStore {
         let value = format!("{generation}:{}", cut.reason.as_str());
         let until = match existing {
             Some(e) => e.until,
-            None => after(cut.linger.max(CUT_MIN_TTL)),
+            None => after(cut.lifetime.max(cut.linger).max(CUT_MIN_TTL)),
         };
         if let Some(sid) = cut.except {
             let carried = inner

@@ -86,6 +86,10 @@ pub struct UserCut<'a> {
     /// How long ended sessions' state lingers (seconds), so their access
     /// tokens get the right answer until they expire.
     pub linger: u64,
+    /// How long a session of the user can live at most (seconds): a cut-off
+    /// written for a user without one lives at least this long, so it
+    /// outlives every session it ends.
+    pub lifetime: u64,
 }
 
 /// Sessions per page when a user's sessions are listed or ended: no store
@@ -93,7 +97,8 @@ pub struct UserCut<'a> {
 pub const SESSION_PAGE: usize = 100;
 
 /// Seconds a cut-off written for a user without one is kept at least: long
-/// enough for any sign-in already past its user lookup to see it.
+/// enough for any sign-in already past its user lookup to see it, whatever
+/// `UserCut::lifetime` says.
 pub const CUT_MIN_TTL: u64 = 600;
 
 /// The generation of an active session state (`active:{generation}`; plain

@@ -56,6 +56,7 @@ mod scripts {
     pub const GET_FAMILY: &str = include_str!("lua/get_family.lua");
     pub const ROTATE: &str = include_str!("lua/rotate.lua");
     pub const TOUCH: &str = include_str!("lua/touch.lua");
+    pub const REVOKE_FAMILY: &str = include_str!("lua/revoke_family.lua");
     pub const LOGIN_FAILED: &str = include_str!("lua/login_failed.lua");
     pub const LOGIN_RESERVE: &str = include_str!("lua/login_reserve.lua");
 }
@@ -79,6 +80,7 @@ pub struct RedisStore {
     get_family: Script,
     rotate: Script,
     touch: Script,
+    revoke_family: Script,
     login_failed: Script,
     login_reserve: Script,
 }
@@ -116,6 +118,7 @@ impl RedisStore {
             get_family: script(scripts::GET_FAMILY),
             rotate: script(scripts::ROTATE),
             touch: script(scripts::TOUCH),
+            revoke_family: script(scripts::REVOKE_FAMILY),
             login_failed: script(scripts::LOGIN_FAILED),
             login_reserve: script(scripts::LOGIN_RESERVE),
         })
@@ -426,7 +429,7 @@ impl SessionStore for RedisStore {
         inv.key(&ucut)
             .key(except_state.as_deref().unwrap_or(&ucut))
             .arg(cut.reason.as_str())
-            .arg(cut.linger.max(CUT_MIN_TTL))
+            .arg(cut.lifetime.max(cut.linger).max(CUT_MIN_TTL))
             .arg(if cut.except.is_some() { "1" } else { "0" });
         let generation: u64 = self
             .call("end_user_sessions", inv.invoke_async(&mut conn))
@@ -573,12 +576,11 @@ impl SessionStore for RedisStore {
 
     async fn revoke_family(&self, tenant: &str, family_id: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let fam = self.key(tenant, "fam", family_id);
-        self.call(
-            "revoke_family",
-            conn.hset::<_, _, _, ()>(&fam, "status", "revoked"),
-        )
-        .await
+        let mut inv = self.revoke_family.prepare_invoke();
+        inv.key(self.key(tenant, "fam", family_id));
+        self.call("revoke_family", inv.invoke_async::<i64>(&mut conn))
+            .await?;
+        Ok(())
     }
 
     async fn deny_jti(&self, tenant: &str, jti: &str, ttl: u64) -> Result<(), StoreError> {

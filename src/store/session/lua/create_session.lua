@@ -1,5 +1,5 @@
 -- Creates a session under the user's current cut-off generation, indexes it,
--- and ends the user's oldest sessions beyond the cap.
+-- and ends the user's oldest live sessions beyond the cap.
 -- KEYS: sst, sess, usess, ucut.
 -- ARGV: ttl, sid, created_at, linger, max_sessions, tenant prefix, then the
 -- session hash as field, value pairs. Returns the ids of ended sessions.
@@ -18,6 +18,16 @@ if existed == 0 then redis.call('EXPIRE', KEYS[3], ttl) else grow(KEYS[3], ttl) 
 local ended = {}
 local max = tonumber(ARGV[5])
 local n = redis.call('ZCARD', KEYS[3])
+if n > max then
+  -- Only live sessions count: drop the ids of those that are over first
+  -- (the index never holds more than max + 1 ids after this).
+  for _, sid in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do
+    if not live(redis.call('GET', ARGV[6] .. 'sst:' .. sid), gen) then
+      redis.call('ZREM', KEYS[3], sid)
+      n = n - 1
+    end
+  end
+end
 while n > max do
   local sid = redis.call('ZPOPMIN', KEYS[3])[1]
   local sst = ARGV[6] .. 'sst:' .. sid
