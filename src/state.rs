@@ -172,6 +172,8 @@ impl AppState {
     /// this one stops right after the write are recorded in the write's own
     /// transaction instead (`changes::record`), then `announce`d.
     pub async fn changed(&self, change: Change) -> Result<(), StoreError> {
+        // Here first, whatever happens next.
+        self.apply_change(&change.message());
         let logged = change.message();
         self.db
             .run(move |c| crate::store::db::changes::record(c, &logged))

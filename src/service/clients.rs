@@ -244,13 +244,14 @@ pub async fn update(
             if let Some(audience) = audience {
                 client.audience = audience;
             }
+            let disabling = enabled == Some(false) && client.enabled;
             if let Some(enabled) = enabled {
-                if client.enabled && !enabled {
-                    client.generation = clients::new_generation();
-                }
                 client.enabled = enabled;
             }
             clients::update(c, &client)?;
+            if disabling {
+                client.generation = clients::renew_generation(c, &t, &id)?;
+            }
             changes::record(c, &message)?;
             Ok(client)
         })

@@ -88,11 +88,13 @@ pub async fn failed(
     }
     let now = unix_now();
     let policy = LockoutPolicy::with_threshold(tenant.settings.lockout_threshold);
-    let attempt = state
+    let counted = state
         .sessions
         .login_failed(&tenant.slug, &reserved.lock_id, &policy, now)
-        .await?;
+        .await;
+    // Released whether or not the count could be written.
     release(state, tenant, reserved).await?;
+    let attempt = counted?;
     if let Some(id) = user_id
         && attempt.counted
         && attempt.lock.is_locked(now)

@@ -259,23 +259,23 @@ pub async fn set_user_roles(
     let result = state
         .db
         .transaction(move |c| {
-            with_policy_change(c, &policy_change, |c| {
-                users::get(c, &t, &u)?;
-                let mut wanted: Vec<String> = Vec::new();
-                for (i, role) in roles.iter().enumerate() {
-                    if policies::find_role(c, &t, role)?.is_none() {
-                        return Ok(Err(AppError::validation(
-                            &format!("roles[{i}]"),
-                            format!("no role named {role:?} in this tenant"),
-                        )));
-                    }
-                    if !wanted.contains(role) {
-                        wanted.push(role.clone());
-                    }
+            users::get(c, &t, &u)?;
+            let mut wanted: Vec<String> = Vec::new();
+            for (i, role) in roles.iter().enumerate() {
+                if policies::find_role(c, &t, role)?.is_none() {
+                    return Ok(Err(AppError::validation(
+                        &format!("roles[{i}]"),
+                        format!("no role named {role:?} in this tenant"),
+                    )));
                 }
-                policies::set_user_roles(c, &t, &u, &wanted)?;
-                Ok(Ok(policies::roles_of_user(c, &t, &u)?))
-            })
+                if !wanted.contains(role) {
+                    wanted.push(role.clone());
+                }
+            }
+            policies::set_user_roles(c, &t, &u, &wanted)?;
+            // Recorded only when something was written.
+            crate::store::db::changes::record(c, &policy_change)?;
+            Ok(Ok(policies::roles_of_user(c, &t, &u)?))
         })
         .await??;
     state.announce(Change::Policy(tenant.to_owned())).await;

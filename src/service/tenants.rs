@@ -91,8 +91,14 @@ pub async fn create(
     let slug_owned = slug.to_string();
     let tenant = state
         .db
-        .transaction(move |c| insert_with_builtins(c, &master, &slug_owned, &name, &settings))
+        .transaction(move |c| {
+            let tenant = insert_with_builtins(c, &master, &slug_owned, &name, &settings)?;
+            // Instances that cached "no such tenant" learn it exists.
+            changes::record(c, &Change::Tenant(slug_owned.clone()).message())?;
+            Ok(tenant)
+        })
         .await?;
+    state.announce(Change::Tenant(slug.to_string())).await;
     super::audit::record(
         state,
         SYSTEM_TENANT,
@@ -265,19 +271,27 @@ pub async fn delete(state: &AppState, slug: &str, origin: &Origin) -> AppResult<
         ));
     }
     let owned = slug.to_owned();
-    state
-        .db
-        .transaction(move |c| tenants::delete(c, &owned))
-        .await?;
-    state.sessions.purge_tenant(slug).await?;
-    for change in [
+    let gone = [
         Change::Tenant(slug.to_owned()),
         Change::Clients(slug.to_owned()),
         Change::Keys(slug.to_owned()),
         Change::Policy(slug.to_owned()),
-    ] {
-        state.changed(change).await?;
+    ];
+    let messages: Vec<String> = gone.iter().map(Change::message).collect();
+    state
+        .db
+        .transaction(move |c| {
+            tenants::delete(c, &owned)?;
+            for message in &messages {
+                changes::record(c, message)?;
+            }
+            Ok(())
+        })
+        .await?;
+    for change in gone {
+        state.announce(change).await;
     }
+    state.sessions.purge_tenant(slug).await?;
     super::audit::record(
         state,
         SYSTEM_TENANT,

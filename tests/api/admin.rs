@@ -447,3 +447,26 @@ async fn without_a_bootstrap_password_only_embedded_mode_generates_one() {
         app.config.database_url
     );
 }
+
+#[tokio::test]
+async fn a_tenant_created_after_a_404_is_found_at_once() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let t = slug("late");
+    let discovery = format!("/tenants/{t}/.well-known/openid-configuration");
+    let res = app
+        .http
+        .get(app.url(&discovery))
+        .send()
+        .await
+        .expect("discovery");
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    app.create_tenant(&admin, &t, json!({})).await;
+    let res = app
+        .http
+        .get(app.url(&discovery))
+        .send()
+        .await
+        .expect("discovery");
+    assert_eq!(res.status(), StatusCode::OK);
+}

@@ -35,19 +35,19 @@ pub struct TestApp {
     _dir: tempfile::TempDir,
 }
 
-/// What a test app made for itself and removes when it ends: its
-/// PostgreSQL database and its Redis keys (the SQLite file goes with the
-/// temporary directory).
+/// What a test app made for itself and removes when it ends: its Redis keys.
+/// (Its PostgreSQL database is swept by a later run; the SQLite file goes
+/// with the temporary directory.)
 struct Owned {
-    database: Option<String>,
     redis_prefix: Option<String>,
 }
 
 impl Drop for Owned {
     fn drop(&mut self) {
-        if let Some(url) = &self.database {
-            drop_database(url);
-        }
+        // The app may still hold connections to its database until the
+        // process ends, and killing them while it exits is not safe for the
+        // native client: databases are swept by a later run instead (see
+        // `sweep_old_databases`).
         if let (Some(prefix), Ok(url)) =
             (&self.redis_prefix, std::env::var("LATCHKEY_TEST_REDIS_URL"))
         {
@@ -56,14 +56,13 @@ impl Drop for Owned {
     }
 }
 
-/// Removes, when dropped, the database and Redis keys of a test that runs
-/// `latchkey` processes from `config` (see `Owned`).
+/// Removes, when dropped, the Redis keys of a test that runs `latchkey`
+/// processes from `config` (see `Owned`).
 pub struct Cleanup(#[allow(dead_code)] Owned);
 
 impl Cleanup {
     pub fn of(config: &Config) -> Self {
         Self(Owned {
-            database: Some(config.database_url.clone()),
             redis_prefix: config
                 .redis_url
                 .as_ref()
@@ -126,11 +125,55 @@ pub fn slug(prefix: &str) -> String {
     )
 }
 
+/// How old a per-test database must be before a later run drops it: no
+/// test runs this long.
+const STALE_DATABASE_SECONDS: u64 = 900;
+
+/// Drops the per-test databases of earlier runs (their names carry their
+/// creation time), once per test process.
+fn sweep_old_databases(admin_url: &str) {
+    static SWEEP: std::sync::Once = std::sync::Once::new();
+    SWEEP.call_once(|| {
+        let Ok(mut conn) = diesel::PgConnection::establish(admin_url) else {
+            return;
+        };
+        #[derive(diesel::QueryableByName)]
+        struct Name {
+            #[diesel(sql_type = diesel::sql_types::Text)]
+            datname: String,
+        }
+        let names: Vec<Name> = diesel::RunQueryDsl::load(
+            diesel::sql_query(
+                "SELECT datname FROM pg_database WHERE datname LIKE 'latchkey\\_test\\_%'",
+            ),
+            &mut conn,
+        )
+        .unwrap_or_default();
+        let now = chrono::Utc::now().timestamp() as u64;
+        for Name { datname } in names {
+            let created = datname
+                .strip_prefix("latchkey_test_")
+                .and_then(|rest| rest.split('_').next())
+                .and_then(|secs| secs.parse::<u64>().ok())
+                .unwrap_or(0);
+            if now.saturating_sub(created) > STALE_DATABASE_SECONDS {
+                let _ =
+                    conn.batch_execute(&format!("DROP DATABASE IF EXISTS {datname} WITH (FORCE)"));
+            }
+        }
+    });
+}
+
 /// A database URL of its own for one test.
 fn fresh_database(dir: &std::path::Path) -> String {
     match std::env::var("LATCHKEY_TEST_DATABASE_URL") {
         Ok(admin_url) if !admin_url.is_empty() => {
-            let name = format!("latchkey_test_{}", uuid::Uuid::new_v4().simple());
+            sweep_old_databases(&admin_url);
+            let name = format!(
+                "latchkey_test_{}_{}",
+                chrono::Utc::now().timestamp(),
+                uuid::Uuid::new_v4().simple()
+            );
             let mut conn = diesel::PgConnection::establish(&admin_url)
                 .expect("LATCHKEY_TEST_DATABASE_URL must reach PostgreSQL");
             conn.batch_execute(&format!("CREATE DATABASE {name}"))
@@ -200,12 +243,12 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     // The same database, maybe reached another way (a fault proxy).
     let same_database = database_name(&config.database_url) == database_name(&fresh.0);
     let owned = Owned {
-        database: same_database.then(|| fresh.0.clone()),
         redis_prefix: (config.redis_key_prefix == fresh.1 && config.redis_url.is_some())
             .then(|| fresh.1.clone()),
     };
     if !same_database {
-        // The test brought its own database (another app's): drop ours now.
+        // The test brought its own database (another app's): ours was never
+        // opened, drop it now.
         drop_database(&fresh.0);
     }
     let app = Application::build(config.clone())

@@ -75,7 +75,21 @@ pub(super) async fn grant(
                     .await;
                 match renewal {
                     Ok(true) => verified_hash = hash,
-                    Ok(false) => {}
+                    // Another sign-in renewed it first (or the password
+                    // changed): the hash now stored must verify this
+                    // password too, or the re-check below refuses.
+                    Ok(false) => {
+                        let (t, id) = (tenant.slug.clone(), user.id.clone());
+                        let current = state.db.run(move |c| users::find(c, &t, &id)).await;
+                        if let Ok(Some(now)) = current
+                            && let Ok(Verified::Yes | Verified::YesRehashed(_)) = state
+                                .passwords
+                                .verify(&password, Some(&now.password_hash))
+                                .await
+                        {
+                            verified_hash = now.password_hash;
+                        }
+                    }
                     Err(e) => {
                         lockout::abandoned(state, tenant, &reserved).await;
                         return Err(e.into());

@@ -175,7 +175,6 @@ pub fn update(conn: &mut DbConnection, c: &Client) -> Result<(), StoreError> {
             clients::audience.eq(row.audience),
             clients::enabled.eq(row.enabled),
             clients::updated_at.eq(row.updated_at),
-            clients::generation.eq(row.generation),
         ))
         .execute(conn)?;
     if n == 0 {
@@ -196,6 +195,20 @@ pub fn delete(conn: &mut DbConnection, tenant: &str, client_id: &str) -> Result<
 /// matches tokens of the client that had it before.
 pub fn new_generation() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..16].to_owned()
+}
+
+/// Starts a new generation for one client (it was disabled). Other updates
+/// never write the generation, so none can bring an old one back.
+pub fn renew_generation(
+    conn: &mut DbConnection,
+    tenant: &str,
+    client_id: &str,
+) -> Result<String, StoreError> {
+    let generation = new_generation();
+    diesel::update(clients::table.find((tenant, client_id)))
+        .set(clients::generation.eq(&generation))
+        .execute(conn)?;
+    Ok(generation)
 }
 
 /// Starts a new generation for every client of a tenant (suspension): all
