@@ -289,6 +289,85 @@ pub fn check_password(
     Ok(())
 }
 
+/// Why a redirect URI cannot be registered.
+pub const REDIRECT_URI_RULE: &str = "each must be an https URL, an http URL of a loopback IP \
+    literal (http://127.0.0.1/..., http://[::1]/...), an http URL while the public URL is http, \
+    or a private-use scheme of a reverse domain name (com.example.app:/callback); printable \
+    ASCII without fragment, at most 2000 characters";
+
+/// Printable ASCII but `#` (no fragment), `[` and `]`.
+fn plain_uri_char(b: u8) -> bool {
+    (b'!'..=b'~').contains(&b) && !b"#[]".contains(&b)
+}
+
+/// The loopback literal an `http://` URI names (`127.0.0.1` or `[::1]`),
+/// with the rest after its optional port: `(host, rest)`.
+fn loopback_parts(uri: &str) -> Option<(&'static str, &str)> {
+    let rest = uri.strip_prefix("http://")?;
+    let (host, after) = if let Some(r) = rest.strip_prefix("127.0.0.1") {
+        ("127.0.0.1", r)
+    } else if let Some(r) = rest.strip_prefix("[::1]") {
+        ("[::1]", r)
+    } else {
+        return None;
+    };
+    let after = match after.strip_prefix(':') {
+        Some(port) => {
+            let digits = port.bytes().take_while(u8::is_ascii_digit).count();
+            if !(1..=5).contains(&digits) {
+                return None;
+            }
+            &port[digits..]
+        }
+        None => after,
+    };
+    (after.is_empty() || after.starts_with('/')).then_some((host, after))
+}
+
+/// Whether a client may register `uri` as a redirect (SPEC §9, RFC 8252
+/// §7.1 and §7.3): `https`; `http` for a loopback IP literal, or for any
+/// host while `https_required` is false; or a private-use scheme named by a
+/// reverse domain (`com.example.app:/callback`).
+pub fn redirect_uri_allowed(uri: &str, https_required: bool) -> bool {
+    if uri.len() > 2000 {
+        return false;
+    }
+    if loopback_parts(uri).is_some_and(|(_, rest)| rest.bytes().all(plain_uri_char)) {
+        return true;
+    }
+    if let Some(rest) = uri.strip_prefix("https://") {
+        return !rest.is_empty() && rest.bytes().all(plain_uri_char);
+    }
+    if let Some(rest) = uri.strip_prefix("http://") {
+        return !https_required && !rest.is_empty() && rest.bytes().all(plain_uri_char);
+    }
+    let Some((scheme, rest)) = uri.split_once(':') else {
+        return false;
+    };
+    let labels: Vec<&str> = scheme.split('.').collect();
+    labels.len() >= 2
+        && scheme.as_bytes()[0].is_ascii_lowercase()
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'+')
+        })
+        && rest.starts_with('/')
+        && rest.bytes().all(plain_uri_char)
+}
+
+/// Whether a requested redirect URI matches a registered one: the same
+/// string, or the same loopback IP literal URI on any port (RFC 8252 §7.3).
+pub fn redirect_uri_matches(registered: &str, requested: &str) -> bool {
+    if registered == requested {
+        return true;
+    }
+    matches!(
+        (loopback_parts(registered), loopback_parts(requested)),
+        (Some(a), Some(b)) if a == b
+    )
+}
+
 /// A UTC time as RFC 3339 with whole seconds (`2026-11-30T18:46:51Z`), as
 /// every body shows times.
 pub fn rfc3339(t: chrono::NaiveDateTime) -> String {
@@ -343,5 +422,65 @@ mod tests {
         assert_eq!(s.password_min_length, 12);
         assert_eq!(s.lockout_threshold, 10);
         assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn native_and_loopback_redirects_are_registrable_and_match_exactly() {
+        use super::{redirect_uri_allowed, redirect_uri_matches};
+        for ok in [
+            "https://app.example.com/callback",
+            "http://127.0.0.1/callback",
+            "http://127.0.0.1:8400/callback?x=1",
+            "http://[::1]:51004/cb",
+            "com.example.app:/callback",
+            "com.googleusercontent.apps.123-abc:/oauth2redirect",
+        ] {
+            assert!(redirect_uri_allowed(ok, true), "{ok}");
+        }
+        for bad in [
+            "javascript:alert(1)",
+            "data:text/html,hi",
+            "myapp:/callback",
+            "Com.Example:/cb",
+            "com.example.app:callback",
+            "https://app.example.com/cb#frag",
+            "https://",
+            "http://[::2]/cb",
+            "ftp://example.com/cb",
+        ] {
+            assert!(!redirect_uri_allowed(bad, false), "{bad}");
+        }
+        // Not a loopback literal (empty port): only while http is allowed.
+        assert!(!redirect_uri_allowed("http://127.0.0.1:/cb", true));
+        assert!(redirect_uri_allowed("http://localhost:3000/cb", false));
+        assert!(!redirect_uri_allowed("http://localhost:3000/cb", true));
+        assert!(redirect_uri_matches(
+            "http://127.0.0.1/cb",
+            "http://127.0.0.1:6123/cb"
+        ));
+        assert!(redirect_uri_matches(
+            "http://[::1]:80/cb",
+            "http://[::1]:9/cb"
+        ));
+        assert!(!redirect_uri_matches(
+            "http://127.0.0.1/cb",
+            "http://127.0.0.1:6123/cb2"
+        ));
+        assert!(!redirect_uri_matches(
+            "http://127.0.0.1/cb",
+            "http://[::1]/cb"
+        ));
+        assert!(!redirect_uri_matches(
+            "https://a.example/cb",
+            "https://a.example/cb/"
+        ));
+        assert!(!redirect_uri_matches(
+            "http://localhost/cb",
+            "http://localhost:99/cb"
+        ));
+        assert!(redirect_uri_matches(
+            "com.example.app:/cb",
+            "com.example.app:/cb"
+        ));
     }
 }

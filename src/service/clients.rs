@@ -2,7 +2,7 @@
 
 use super::Origin;
 use crate::authn::{random_token, sha256_hex};
-use crate::domain::{ClientType, GrantType};
+use crate::domain::{ClientType, GrantType, REDIRECT_URI_RULE, redirect_uri_allowed};
 use crate::error::{AppError, AppResult};
 use crate::state::{AppState, Change};
 use crate::store::db::clients::{self, Client};
@@ -17,6 +17,11 @@ pub struct NewClient {
     pub redirect_uris: Vec<String>,
     pub audience: Vec<String>,
     pub client_id: Option<String>,
+}
+
+/// SPEC §9: with an https public URL, only loopback redirects may be http.
+fn https_required(state: &AppState) -> bool {
+    state.public_url.starts_with("https://")
 }
 
 /// `client_id` syntax: 1 to 128 letters, digits, `.`, `_` or `-`.
@@ -63,23 +68,15 @@ fn check_grants(client_type: ClientType, grants: &[GrantType]) -> AppResult<()> 
     Ok(())
 }
 
-fn check_uris(uris: &[String]) -> AppResult<()> {
+fn check_uris(uris: &[String], https_required: bool) -> AppResult<()> {
     if uris.len() > 20 {
         return Err(AppError::validation("redirect_uris", "at most 20"));
     }
-    for u in uris {
-        // Printable ASCII only (percent-encode the rest), no fragment, no
-        // bracketed IPv6 host yet.
-        let ok = (u.starts_with("https://") || u.starts_with("http://"))
-            && u.len() <= 2000
-            && u.bytes()
-                .all(|b| (b'!'..=b'~').contains(&b) && !b"#[]".contains(&b));
-        if !ok {
-            return Err(AppError::validation(
-                "redirect_uris",
-                "each must be an absolute http(s) URL without fragment",
-            ));
-        }
+    if uris
+        .iter()
+        .any(|u| !redirect_uri_allowed(u, https_required))
+    {
+        return Err(AppError::validation("redirect_uris", REDIRECT_URI_RULE));
     }
     Ok(())
 }
@@ -107,7 +104,7 @@ pub async fn create(
 ) -> AppResult<(Client, Option<String>)> {
     let name = check_name(&new.name)?;
     check_grants(new.client_type, &new.grant_types)?;
-    check_uris(&new.redirect_uris)?;
+    check_uris(&new.redirect_uris, https_required(state))?;
     check_audience(&new.audience)?;
     let client_id = match new.client_id {
         Some(id) if valid_client_id(&id) => id,
@@ -218,7 +215,7 @@ pub async fn update(
         None => None,
     };
     if let Some(uris) = &patch.redirect_uris {
-        check_uris(uris)?;
+        check_uris(uris, https_required(state))?;
     }
     if let Some(audience) = &patch.audience {
         check_audience(audience)?;

@@ -470,3 +470,41 @@ async fn a_tenant_created_after_a_404_is_found_at_once() {
         .expect("discovery");
     assert_eq!(res.status(), StatusCode::OK);
 }
+
+#[tokio::test]
+async fn native_app_and_loopback_redirect_uris_are_registrable_and_unsafe_ones_are_not() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let t = slug("redir");
+    app.create_tenant(&admin, &t, json!({})).await;
+    let create = |uris: serde_json::Value| {
+        let (app, admin, t) = (&app, admin.clone(), t.clone());
+        async move {
+            app.post_json(
+                &format!("/admin/tenants/{t}/clients"),
+                &admin,
+                &json!({"name": "app", "type": "public",
+                        "grant_types": ["refresh_token"], "redirect_uris": uris}),
+            )
+            .await
+        }
+    };
+    let res = create(json!([
+        "com.example.app:/callback",
+        "http://127.0.0.1/callback",
+        "http://[::1]:8080/callback",
+        "https://app.example.com/cb"
+    ]))
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    for bad in [
+        "javascript:alert(1)",
+        "myapp:/callback",
+        "https://app.example.com/cb#fragment",
+        "data:text/html,x",
+    ] {
+        let res = create(json!([bad])).await;
+        let body = assert_problem(res, StatusCode::BAD_REQUEST, "validation_failed").await;
+        assert!(body.to_string().contains("redirect_uris"), "{bad}: {body}");
+    }
+}

@@ -59,7 +59,9 @@ pub enum CreateClient {
         name: String,
         #[schema(min_items = 1)]
         grant_types: Vec<GrantType>,
-        /// Absolute http(s) URLs without fragment.
+        /// https URLs, http URLs of loopback IP literals (any port matches),
+        /// or private-use schemes of native apps (`com.example.app:/callback`);
+        /// matched exactly, no fragment.
         #[serde(default)]
         #[schema(max_items = 20, inline)]
         redirect_uris: Vec<RedirectUri>,
@@ -105,10 +107,15 @@ impl From<PublicGrant> for GrantType {
     }
 }
 
-/// An absolute http(s) URL without fragment, printable ASCII (percent-encode the rest).
+/// A redirect URI (SPEC §9): https, http of a loopback IP literal (or any
+/// host while the public URL is http), or a private-use scheme of a native
+/// app; printable ASCII without fragment (percent-encode the rest).
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
-#[schema(pattern = "^https?://[!-\"$-Z\\\\^-~]+$", max_length = 2000)]
+#[schema(
+    pattern = "^(https?://[!-\"$-Z\\\\^-~]+|http://\\[::1\\](:[0-9]{1,5})?(/[!-\"$-Z\\\\^-~]*)?|[a-z][a-z0-9+-]*(\\.[a-z0-9+-]+)+:/[!-\"$-Z\\\\^-~]*)$",
+    max_length = 2000
+)]
 pub struct RedirectUri(String);
 
 /// An API identifier.
