@@ -13,8 +13,12 @@ use crate::state::AppState;
 
 pub fn configure(cfg: &mut ServiceConfig) {
     cfg.service(discovery);
+    cfg.service(authorization_server_metadata);
     cfg.service(jwks);
 }
+
+/// Browser applications read discovery and keys from any origin (SPEC §9).
+const ANY_ORIGIN: (&str, &str) = ("Access-Control-Allow-Origin", "*");
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Discovery {
@@ -50,11 +54,35 @@ pub async fn discovery(
     state: web::Data<AppState>,
     t: web::Path<String>,
 ) -> AppResult<HttpResponse> {
-    load_tenant(&state, &t).await?;
-    let issuer = state.issuer(&t);
+    metadata(&state, &t).await
+}
+
+/// The same metadata at the RFC 8414 §3 location for the issuer
+/// `{public_url}/tenants/{t}`.
+#[utoipa::path(
+    tag = "discovery",
+    params(("t" = String, Path, description = "Tenant slug")),
+    responses(
+        (status = 200, description = "Authorization server metadata (RFC 8414)", body = Discovery),
+        NotFound,
+        Unavailable
+    )
+)]
+#[get("/.well-known/oauth-authorization-server/tenants/{t}")]
+pub async fn authorization_server_metadata(
+    state: web::Data<AppState>,
+    t: web::Path<String>,
+) -> AppResult<HttpResponse> {
+    metadata(&state, &t).await
+}
+
+async fn metadata(state: &AppState, t: &str) -> AppResult<HttpResponse> {
+    load_tenant(state, t).await?;
+    let issuer = state.issuer(t);
     let auth_methods = vec!["client_secret_basic", "client_secret_post", "none"];
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "public, max-age=300"))
+        .insert_header(ANY_ORIGIN)
         .json(Discovery {
             jwks_uri: format!("{issuer}/.well-known/jwks.json"),
             token_endpoint: format!("{issuer}/oauth/token"),
@@ -117,6 +145,7 @@ pub async fn jwks(state: web::Data<AppState>, t: web::Path<String>) -> AppResult
     let max_age = state.config.key_activation_delay_seconds.min(300);
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", format!("public, max-age={max_age}")))
+        .insert_header(ANY_ORIGIN)
         .json(JwkSet {
             keys: keys.jwks.clone(),
         }))

@@ -150,3 +150,44 @@ async fn the_jwks_is_never_cached_longer_than_a_new_key_waits_to_sign() {
         );
     }
 }
+
+#[tokio::test]
+async fn discovery_and_keys_answer_any_origin_and_the_rfc_8414_location_too() {
+    let app = spawn_app().await;
+    for path in [
+        "/tenants/system/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server/tenants/system",
+        "/tenants/system/.well-known/jwks.json",
+    ] {
+        let res = app
+            .http
+            .get(app.url(path))
+            .header("Origin", "https://spa.example")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        assert_eq!(
+            res.headers()
+                .get("access-control-allow-origin")
+                .and_then(|v| v.to_str().ok()),
+            Some("*"),
+            "{path}"
+        );
+        let body = json(res).await;
+        if !path.ends_with("jwks.json") {
+            assert_eq!(
+                body["issuer"],
+                format!("{}/tenants/system", app.base),
+                "{path}"
+            );
+        }
+    }
+    let res = app
+        .http
+        .get(app.url("/.well-known/oauth-authorization-server/tenants/no-such-tenant"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+}
