@@ -152,6 +152,33 @@ impl RedisStore {
 type EarlierToken = (Vec<String>, Vec<String>, String, String, String);
 
 impl RedisStore {
+    /// One `SCAN` page of a tenant's keys from `cursor`: `(next cursor, keys)`.
+    async fn scan_tenant(
+        &self,
+        op: &'static str,
+        tenant: &str,
+        cursor: u64,
+    ) -> Result<(u64, Vec<String>), StoreError> {
+        let pattern = format!(
+            "{}*",
+            self.tenant_prefix(tenant)
+                .replace('{', "\\{")
+                .replace('}', "\\}")
+        );
+        let mut conn = self.conn.clone();
+        self.call(
+            op,
+            redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn),
+        )
+        .await
+    }
+
     /// A token of an earlier version, stored under its own hash.
     async fn get_earlier_refresh(
         &self,
@@ -644,26 +671,9 @@ impl SessionStore for RedisStore {
 
     async fn purge_tenant(&self, tenant: &str) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let pattern = format!(
-            "{}*",
-            self.tenant_prefix(tenant)
-                .replace('{', "\\{")
-                .replace('}', "\\}")
-        );
         let mut cursor: u64 = 0;
         loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .call(
-                    "purge_tenant",
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(500)
-                        .query_async(&mut conn),
-                )
-                .await?;
+            let (next, keys) = self.scan_tenant("purge_tenant", tenant, cursor).await?;
             if !keys.is_empty() {
                 self.call("purge_tenant", conn.del::<_, ()>(&keys)).await?;
             }
@@ -775,27 +785,10 @@ impl SessionStore for RedisStore {
 
     async fn tenant_footprint(&self, tenant: &str) -> Result<(usize, u64), StoreError> {
         let mut conn = self.conn.clone();
-        let pattern = format!(
-            "{}*",
-            self.tenant_prefix(tenant)
-                .replace('{', "\\{")
-                .replace('}', "\\}")
-        );
         let (mut keys, mut bytes) = (0usize, 0u64);
         let mut cursor: u64 = 0;
         loop {
-            let (next, found): (u64, Vec<String>) = self
-                .call(
-                    "tenant_footprint",
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(500)
-                        .query_async(&mut conn),
-                )
-                .await?;
+            let (next, found) = self.scan_tenant("tenant_footprint", tenant, cursor).await?;
             for key in found {
                 let used: Option<u64> = self
                     .call(
