@@ -128,6 +128,8 @@ pub enum ClientType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum GrantType {
+    /// OAuth 2.0 authorization code with PKCE (RFC 6749 §4.1, RFC 7636).
+    AuthorizationCode,
     Password,
     RefreshToken,
     ClientCredentials,
@@ -136,6 +138,7 @@ pub enum GrantType {
 impl GrantType {
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::AuthorizationCode => "authorization_code",
             Self::Password => "password",
             Self::RefreshToken => "refresh_token",
             Self::ClientCredentials => "client_credentials",
@@ -366,6 +369,75 @@ pub fn redirect_uri_matches(registered: &str, requested: &str) -> bool {
         (loopback_parts(registered), loopback_parts(requested)),
         (Some(a), Some(b)) if a == b
     )
+}
+
+/// The web origin (RFC 6454) of an `http`/`https` redirect URI:
+/// `scheme://host[:port]`, lowercase, default port left out; `None` for
+/// private-use schemes and for hosts with characters no origin has.
+pub fn web_origin(uri: &str) -> Option<String> {
+    let (scheme, rest) = uri.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let authority = rest.split(['/', '?']).next()?;
+    let host_port = authority.rsplit('@').next()?.to_ascii_lowercase();
+    if host_port.is_empty()
+        || !host_port
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+    {
+        return None;
+    }
+    let default_port = if scheme == "https" { ":443" } else { ":80" };
+    let host_port = host_port.strip_suffix(default_port).unwrap_or(&host_port);
+    Some(format!("{scheme}://{host_port}"))
+}
+
+/// The origin a browser sends for a page reached through a redirect URI:
+/// its web origin, or `scheme:` for a private-use scheme (a CSP source).
+pub fn redirect_target_source(uri: &str) -> Option<String> {
+    if let Some(origin) = web_origin(uri) {
+        return Some(origin);
+    }
+    let (scheme, _) = uri.split_once(':')?;
+    (!scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+.-".contains(&b)))
+    .then(|| format!("{scheme}:"))
+}
+
+/// The origins browser applications of a tenant run at: those of its
+/// clients' `http`/`https` redirect URIs, and any port of a loopback IP
+/// literal that is registered (RFC 8252 §7.3 lets it change per run).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct WebOrigins {
+    exact: std::collections::HashSet<String>,
+    loopback: std::collections::HashSet<&'static str>,
+}
+
+impl WebOrigins {
+    pub fn of(redirect_uris: &[String]) -> Self {
+        let mut origins = Self::default();
+        for uri in redirect_uris {
+            if let Some((host, _)) = loopback_parts(uri) {
+                origins.loopback.insert(host);
+            } else if let Some(origin) = web_origin(uri) {
+                origins.exact.insert(origin);
+            }
+        }
+        origins
+    }
+
+    /// Whether an `Origin` header names one of them.
+    pub fn allows(&self, origin: &str) -> bool {
+        if self.exact.contains(origin) {
+            return true;
+        }
+        loopback_parts(origin)
+            .is_some_and(|(host, rest)| rest.is_empty() && self.loopback.contains(host))
+    }
 }
 
 /// A UTC time as RFC 3339 with whole seconds (`2026-11-30T18:46:51Z`), as

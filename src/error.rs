@@ -177,6 +177,18 @@ pub enum Flavor {
     Problem,
     /// RFC 6749 §5.2 JSON, for `/oauth/token`, `/oauth/revoke`, `/oauth/introspect`.
     OAuth,
+    /// An HTML page, for the hosted pages of SPEC §9 (login, authorize, end_session).
+    Html,
+}
+
+/// The page an error becomes on the hosted pages.
+#[derive(askama::Template)]
+#[template(path = "error.html")]
+struct ErrorPage<'a> {
+    title: &'a str,
+    detail: &'a str,
+    /// The tenant's page path, for the stylesheet.
+    base: Option<String>,
 }
 
 /// How the `WWW-Authenticate` header is built.
@@ -456,6 +468,25 @@ impl ResponseError for AppError {
                 error_description: self.detail.clone(),
                 code: self.code,
             }),
+            Flavor::Html => {
+                use askama::Template;
+                let detail = match self.code {
+                    ErrorCode::Internal => "Something went wrong on our side. Try again later.",
+                    ErrorCode::StoreUnavailable => {
+                        "The service is unavailable for a moment. Try again shortly."
+                    }
+                    _ => self.detail.as_str(),
+                };
+                let page = ErrorPage {
+                    title: self.code.title(),
+                    detail,
+                    base: (self.realm != DEFAULT_REALM).then(|| format!("/tenants/{}", self.realm)),
+                };
+                builder
+                    .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
+                    .insert_header((header::CONTENT_SECURITY_POLICY, crate::telemetry::PAGE_CSP))
+                    .body(page.render().unwrap_or_default())
+            }
             Flavor::Problem => {
                 let body = Problem {
                     kind: format!("https://latchkey.dev/problems/{}", self.code.as_str()),

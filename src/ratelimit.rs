@@ -144,10 +144,20 @@ pub fn group_of(path: &str) -> Option<Group> {
         return None;
     }
     match tenant_route(path) {
-        Some("oauth/token" | "oauth/revoke" | "oauth/introspect" | "signup" | "me/password") => {
-            Some(Group::Auth)
-        }
+        Some(
+            "oauth/token" | "oauth/revoke" | "oauth/introspect" | "signup" | "me/password"
+            | "oauth/authorize" | "login" | "login/signup" | "oauth/end_session",
+        ) => Some(Group::Auth),
         _ => Some(Group::Api),
+    }
+}
+
+/// Whether a path is one of the hosted pages of SPEC §9 (HTML answers).
+pub fn is_hosted_page(path: &str) -> bool {
+    match tenant_route(path) {
+        Some("oauth/authorize" | "oauth/end_session" | "login") => true,
+        Some(route) => route.starts_with("login/"),
+        None => false,
     }
 }
 
@@ -171,6 +181,8 @@ pub fn is_oauth_endpoint(path: &str) -> bool {
 pub fn flavor_of(path: &str) -> Flavor {
     if is_oauth_endpoint(path) {
         Flavor::OAuth
+    } else if is_hosted_page(path) {
+        Flavor::Html
     } else {
         Flavor::Problem
     }

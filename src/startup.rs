@@ -180,6 +180,7 @@ impl Application {
                 .wrap(from_fn(api::extract::tokens_outside_the_header))
                 .wrap(ratelimit::middleware(&auth_limiter))
                 .wrap(ratelimit::middleware(&api_limiter))
+                .wrap(from_fn(api::cors::cors))
                 .wrap(from_fn(telemetry::header_limits))
                 .wrap(from_fn(telemetry::security_headers))
                 .wrap(from_fn(crate::metrics::track))

@@ -69,6 +69,8 @@ pub struct AppState {
     /// The last readiness probe: `(database up, session store up)`.
     readiness: Cached<(), (bool, bool)>,
     clients: Cached<(String, String), Option<Arc<Client>>>,
+    /// Per tenant: the web origins of its clients' redirect URIs (CORS, SPEC §9).
+    origins: Cached<String, Arc<crate::domain::WebOrigins>>,
 }
 
 impl AppState {
@@ -93,7 +95,30 @@ impl AppState {
             tenants: Cached::new(VIEW_CACHE_CAPACITY, VIEW_CACHE_TTL),
             readiness: Cached::new(1, READINESS_TTL),
             clients: Cached::new(VIEW_CACHE_CAPACITY, VIEW_CACHE_TTL),
+            origins: Cached::new(VIEW_CACHE_CAPACITY, VIEW_CACHE_TTL),
         }
+    }
+
+    /// The web origins a tenant's enabled clients redirect to, from this
+    /// instance's view: browser applications there may call the token,
+    /// revocation and userinfo endpoints (SPEC §9).
+    pub async fn client_origins(
+        &self,
+        tenant: &str,
+    ) -> Result<Arc<crate::domain::WebOrigins>, StoreError> {
+        let key = tenant.to_owned();
+        self.origins
+            .get_or_load(&key, || {
+                let t = key.clone();
+                async move {
+                    let uris = self
+                        .db
+                        .run(move |conn| clients::redirect_uris_of_tenant(conn, &t))
+                        .await?;
+                    Ok(Arc::new(crate::domain::WebOrigins::of(&uris)))
+                }
+            })
+            .await
     }
 
     /// The tenant as the database has it, from this instance's view (never
@@ -201,10 +226,14 @@ impl AppState {
             Some(("keys", t)) => self.keys.forget(t),
             Some(("tenant", t)) => self.forget_tenant(t),
             // Entries are keyed by (tenant, client): drop them all, rarely.
-            Some(("clients", _)) => self.clients.invalidate_all(),
+            Some(("clients", t)) => {
+                self.clients.invalidate_all();
+                self.origins.invalidate(&t.to_owned());
+            }
             Some(("client", rest)) => {
                 if let Some((t, c)) = rest.split_once(':') {
                     self.clients.invalidate(&(t.to_owned(), c.to_owned()));
+                    self.origins.invalidate(&t.to_owned());
                 }
             }
             _ if message == "*" => {
@@ -212,6 +241,7 @@ impl AppState {
                 self.keys.forget_all();
                 self.tenants.invalidate_all();
                 self.clients.invalidate_all();
+                self.origins.invalidate_all();
             }
             _ => tracing::debug!(message, "unknown change message"),
         }

@@ -125,6 +125,11 @@ pub const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; \
     img-src 'self' data:; font-src 'self'; connect-src 'self'; base-uri 'none'; \
     form-action 'none'; frame-ancestors 'none'";
 
+/// The hosted pages (SPEC §9) when no page set its own (errors answered
+/// before a handler ran): latchkey's stylesheet only, never framed.
+pub const PAGE_CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
+    base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
 /// Every other answer is data, never a document to render or frame.
 pub const API_CSP: &str = "default-src 'none'; frame-ancestors 'none'";
 
@@ -136,6 +141,7 @@ pub async fn security_headers(
     use actix_web::http::header;
     let admin = req.path().starts_with("/admin");
     let docs = req.path() == "/docs" || req.path().starts_with("/docs/");
+    let hosted = crate::ratelimit::is_hosted_page(req.path());
     let mut res = next.call(req).await?;
     let headers = res.headers_mut();
     headers.insert(
@@ -146,10 +152,19 @@ pub async fn security_headers(
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(if docs { DOCS_CSP } else { API_CSP }),
-    );
+    // A hosted page sets its own policy (its form's redirect target).
+    if !(hosted && headers.contains_key(header::CONTENT_SECURITY_POLICY)) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(if docs {
+                DOCS_CSP
+            } else if hosted {
+                PAGE_CSP
+            } else {
+                API_CSP
+            }),
+        );
+    }
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if admin {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -336,7 +336,7 @@ pub async fn tokens_outside_the_header(
 
     let path = req.path();
     let guarded = (path.starts_with("/tenants/") || path.starts_with("/admin/"))
-        && crate::ratelimit::flavor_of(path) != crate::error::Flavor::OAuth;
+        && crate::ratelimit::flavor_of(path) == crate::error::Flavor::Problem;
     if !guarded {
         return Ok(next.call(req).await?.map_into_left_body());
     }

@@ -2,10 +2,12 @@
 
 pub mod admin;
 pub mod authz;
+pub mod cors;
 pub mod extract;
 pub mod me;
 pub mod oauth;
 pub mod ops;
+pub mod pages;
 pub mod responses;
 pub mod wellknown;
 
@@ -205,6 +207,7 @@ pub fn configure(cfg: &mut ServiceConfig) {
     ops::configure(cfg);
     wellknown::configure(cfg);
     oauth::configure(cfg);
+    pages::configure(cfg);
     me::configure(cfg);
     authz::configure(cfg);
     admin::configure(cfg);

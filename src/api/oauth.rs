@@ -36,8 +36,16 @@ pub fn configure(cfg: &mut ServiceConfig) {
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 pub struct TokenForm {
-    /// `password`, `refresh_token` or `client_credentials`.
+    /// `authorization_code`, `password`, `refresh_token` or `client_credentials`.
     grant_type: String,
+    /// Grant `authorization_code`: the code the redirect carried.
+    #[schema(format = Password)]
+    code: Option<String>,
+    /// Grant `authorization_code`: the same `redirect_uri` as the authorization request.
+    redirect_uri: Option<String>,
+    /// Grant `authorization_code`: the PKCE verifier (RFC 7636 §4.5).
+    #[schema(format = Password)]
+    code_verifier: Option<String>,
     client_id: Option<String>,
     #[schema(format = Password)]
     client_secret: Option<String>,
@@ -92,6 +100,9 @@ const KNOWN_PARAMETERS: &[&str] = &[
     "scope",
     "token",
     "token_type_hint",
+    "code",
+    "redirect_uri",
+    "code_verifier",
 ];
 
 /// Reads a form-encoded body (at most `LATCHKEY_MAX_BODY_BYTES`); a parameter
@@ -249,6 +260,9 @@ pub async fn token(req: HttpRequest, payload: web::Payload) -> Result<HttpRespon
         let creds = client_credentials(&req, &mut form)?;
         let request = TokenRequest {
             grant_type: form.remove("grant_type"),
+            code: form.remove("code").map(Secret::new),
+            redirect_uri: form.remove("redirect_uri"),
+            code_verifier: form.remove("code_verifier").map(Secret::new),
             username: form.remove("username"),
             password: form.remove("password").map(Secret::new),
             refresh_token: form.remove("refresh_token").map(Secret::new),

@@ -20,23 +20,37 @@ pub fn configure(cfg: &mut ServiceConfig) {
 /// Browser applications read discovery and keys from any origin (SPEC §9).
 const ANY_ORIGIN: (&str, &str) = ("Access-Control-Allow-Origin", "*");
 
+/// OpenID Provider metadata (OIDC Discovery 1.0 §3, RFC 8414 §2): every
+/// value is true of the tenant it describes.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct Discovery {
     issuer: String,
-    jwks_uri: String,
+    authorization_endpoint: String,
     token_endpoint: String,
+    userinfo_endpoint: String,
+    jwks_uri: String,
+    end_session_endpoint: String,
     revocation_endpoint: String,
     introspection_endpoint: String,
-    userinfo_endpoint: String,
-    grant_types_supported: Vec<&'static str>,
     response_types_supported: Vec<&'static str>,
+    response_modes_supported: Vec<&'static str>,
+    grant_types_supported: Vec<&'static str>,
     subject_types_supported: Vec<&'static str>,
-    id_token_signing_alg_values_supported: Vec<&'static str>,
+    /// The algorithms of the tenant's published keys: the one that signs,
+    /// and during a change of algorithm the one that will.
+    id_token_signing_alg_values_supported: Vec<String>,
+    code_challenge_methods_supported: Vec<&'static str>,
     token_endpoint_auth_methods_supported: Vec<&'static str>,
     revocation_endpoint_auth_methods_supported: Vec<&'static str>,
     introspection_endpoint_auth_methods_supported: Vec<&'static str>,
     scopes_supported: Vec<&'static str>,
+    /// End-user claims of ID tokens and userinfo.
     claims_supported: Vec<&'static str>,
+    prompt_values_supported: Vec<&'static str>,
+    authorization_response_iss_parameter_supported: bool,
+    request_parameter_supported: bool,
+    request_uri_parameter_supported: bool,
+    claims_parameter_supported: bool,
 }
 
 /// OpenID Provider metadata of the tenant.
@@ -77,47 +91,66 @@ pub async fn authorization_server_metadata(
 }
 
 async fn metadata(state: &AppState, t: &str) -> AppResult<HttpResponse> {
-    load_tenant(state, t).await?;
+    let tenant = load_tenant(state, t).await?;
+    let keys = state.keys.keys(t).await?;
+    let mut algs = vec![tenant.settings.signing_alg.as_str().to_owned()];
+    for jwk in &keys.jwks {
+        if !algs.contains(&jwk.alg) {
+            algs.push(jwk.alg.clone());
+        }
+    }
     let issuer = state.issuer(t);
     let auth_methods = vec!["client_secret_basic", "client_secret_post", "none"];
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "public, max-age=300"))
         .insert_header(ANY_ORIGIN)
         .json(Discovery {
-            jwks_uri: format!("{issuer}/.well-known/jwks.json"),
+            authorization_endpoint: format!("{issuer}/oauth/authorize"),
             token_endpoint: format!("{issuer}/oauth/token"),
+            userinfo_endpoint: format!("{issuer}/oauth/userinfo"),
+            jwks_uri: format!("{issuer}/.well-known/jwks.json"),
+            end_session_endpoint: format!("{issuer}/oauth/end_session"),
             revocation_endpoint: format!("{issuer}/oauth/revoke"),
             introspection_endpoint: format!("{issuer}/oauth/introspect"),
-            userinfo_endpoint: format!("{issuer}/oauth/userinfo"),
             issuer,
-            grant_types_supported: vec!["password", "refresh_token", "client_credentials"],
-            response_types_supported: vec!["token"],
+            response_types_supported: vec!["code"],
+            response_modes_supported: vec!["query"],
+            grant_types_supported: vec![
+                "authorization_code",
+                "refresh_token",
+                "client_credentials",
+                "password",
+            ],
             subject_types_supported: vec!["public"],
-            id_token_signing_alg_values_supported: vec!["ES256", "EdDSA", "RS256"],
+            id_token_signing_alg_values_supported: algs,
+            code_challenge_methods_supported: vec!["S256"],
             token_endpoint_auth_methods_supported: auth_methods.clone(),
             revocation_endpoint_auth_methods_supported: auth_methods,
             introspection_endpoint_auth_methods_supported: vec![
                 "client_secret_basic",
                 "client_secret_post",
             ],
-            scopes_supported: vec!["openid", "profile", "email", "offline_access"],
+            scopes_supported: crate::service::authorize::KNOWN_SCOPES.to_vec(),
             claims_supported: vec![
-                "iss",
                 "sub",
+                "iss",
                 "aud",
                 "exp",
                 "iat",
-                "nbf",
-                "jti",
+                "auth_time",
+                "nonce",
                 "azp",
-                "client_id",
-                "tid",
                 "sid",
-                "scope",
-                "roles",
+                "amr",
+                "at_hash",
                 "email",
                 "email_verified",
             ],
+            prompt_values_supported: vec!["none", "login"],
+            authorization_response_iss_parameter_supported: true,
+            request_parameter_supported: false,
+            request_uri_parameter_supported: false,
+            claims_parameter_supported: false,
         }))
 }
 

@@ -1,5 +1,6 @@
 //! Authentication: password hashing, signing keys, access tokens, secrets.
 
+pub mod id_token;
 pub mod keys;
 pub mod password;
 pub mod refresh_tokens;

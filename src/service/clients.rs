@@ -15,6 +15,7 @@ pub struct NewClient {
     pub client_type: ClientType,
     pub grant_types: Vec<GrantType>,
     pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
     pub audience: Vec<String>,
     pub client_id: Option<String>,
 }
@@ -68,15 +69,16 @@ fn check_grants(client_type: ClientType, grants: &[GrantType]) -> AppResult<()> 
     Ok(())
 }
 
-fn check_uris(uris: &[String], https_required: bool) -> AppResult<()> {
+/// `field` is `redirect_uris` or `post_logout_redirect_uris` (same rules).
+fn check_uris(field: &str, uris: &[String], https_required: bool) -> AppResult<()> {
     if uris.len() > 20 {
-        return Err(AppError::validation("redirect_uris", "at most 20"));
+        return Err(AppError::validation(field, "at most 20"));
     }
     if uris
         .iter()
         .any(|u| !redirect_uri_allowed(u, https_required))
     {
-        return Err(AppError::validation("redirect_uris", REDIRECT_URI_RULE));
+        return Err(AppError::validation(field, REDIRECT_URI_RULE));
     }
     Ok(())
 }
@@ -104,7 +106,12 @@ pub async fn create(
 ) -> AppResult<(Client, Option<String>)> {
     let name = check_name(&new.name)?;
     check_grants(new.client_type, &new.grant_types)?;
-    check_uris(&new.redirect_uris, https_required(state))?;
+    check_uris("redirect_uris", &new.redirect_uris, https_required(state))?;
+    check_uris(
+        "post_logout_redirect_uris",
+        &new.post_logout_redirect_uris,
+        https_required(state),
+    )?;
     check_audience(&new.audience)?;
     let client_id = match new.client_id {
         Some(id) if valid_client_id(&id) => id,
@@ -126,6 +133,7 @@ pub async fn create(
         secret_hash: secret.as_deref().map(sha256_hex),
         grant_types,
         redirect_uris: new.redirect_uris,
+        post_logout_redirect_uris: new.post_logout_redirect_uris,
         audience: new.audience,
         enabled: true,
         builtin: false,
@@ -181,6 +189,7 @@ pub struct ClientPatch {
     pub name: Option<String>,
     pub grant_types: Option<Vec<GrantType>>,
     pub redirect_uris: Option<Vec<String>>,
+    pub post_logout_redirect_uris: Option<Vec<String>>,
     pub audience: Option<Vec<String>>,
     pub enabled: Option<bool>,
 }
@@ -215,7 +224,10 @@ pub async fn update(
         None => None,
     };
     if let Some(uris) = &patch.redirect_uris {
-        check_uris(uris, https_required(state))?;
+        check_uris("redirect_uris", uris, https_required(state))?;
+    }
+    if let Some(uris) = &patch.post_logout_redirect_uris {
+        check_uris("post_logout_redirect_uris", uris, https_required(state))?;
     }
     if let Some(audience) = &patch.audience {
         check_audience(audience)?;
@@ -224,6 +236,7 @@ pub async fn update(
     let (t, id, message) = (tenant.to_owned(), client_id.to_owned(), change.message());
     let enabled = patch.enabled;
     let (redirect_uris, audience) = (patch.redirect_uris, patch.audience);
+    let post_logout_redirect_uris = patch.post_logout_redirect_uris;
     let client = state
         .db
         .transaction(move |c| {
@@ -237,6 +250,9 @@ pub async fn update(
             }
             if let Some(uris) = redirect_uris {
                 client.redirect_uris = uris;
+            }
+            if let Some(uris) = post_logout_redirect_uris {
+                client.post_logout_redirect_uris = uris;
             }
             if let Some(audience) = audience {
                 client.audience = audience;

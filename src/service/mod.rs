@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod audit;
+pub mod authorize;
 pub mod bootstrap;
 pub mod changes;
 pub mod clients;

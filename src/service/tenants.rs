@@ -24,6 +24,7 @@ fn admin_cli(tenant: &str) -> Client {
         secret_hash: None,
         grant_types: vec![GrantType::Password, GrantType::RefreshToken],
         redirect_uris: Vec::new(),
+        post_logout_redirect_uris: Vec::new(),
         audience: Vec::new(),
         enabled: true,
         builtin: true,

@@ -7,6 +7,7 @@ mod cli;
 mod compose;
 mod crash;
 mod cutoffs;
+mod delegated;
 mod differential;
 mod errors;
 mod faults;

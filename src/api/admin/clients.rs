@@ -26,6 +26,7 @@ pub struct ClientView {
     client_type: ClientType,
     grant_types: Vec<GrantType>,
     redirect_uris: Vec<String>,
+    post_logout_redirect_uris: Vec<String>,
     audience: Vec<String>,
     enabled: bool,
     created_at: String,
@@ -41,6 +42,7 @@ impl ClientView {
             client_type: c.client_type,
             grant_types: c.grant_types,
             redirect_uris: c.redirect_uris,
+            post_logout_redirect_uris: c.post_logout_redirect_uris,
             audience: c.audience,
             enabled: c.enabled,
             created_at: rfc3339(c.created_at),
@@ -65,6 +67,11 @@ pub enum CreateClient {
         #[serde(default)]
         #[schema(max_items = 20, inline)]
         redirect_uris: Vec<RedirectUri>,
+        /// Where `end_session` may send the browser afterwards (OIDC
+        /// RP-Initiated Logout); the same rules as `redirect_uris`.
+        #[serde(default)]
+        #[schema(max_items = 20, inline)]
+        post_logout_redirect_uris: Vec<RedirectUri>,
         /// API identifiers put in `aud`; default: the client id.
         #[serde(default)]
         #[schema(max_items = 20, inline)]
@@ -84,6 +91,9 @@ pub enum CreateClient {
         redirect_uris: Vec<RedirectUri>,
         #[serde(default)]
         #[schema(max_items = 20, inline)]
+        post_logout_redirect_uris: Vec<RedirectUri>,
+        #[serde(default)]
+        #[schema(max_items = 20, inline)]
         audience: Vec<AudienceId>,
         #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
         client_id: Option<String>,
@@ -94,6 +104,7 @@ pub enum CreateClient {
 #[derive(Deserialize, utoipa::ToSchema, Clone, Copy)]
 #[serde(rename_all = "snake_case")]
 pub enum PublicGrant {
+    AuthorizationCode,
     Password,
     RefreshToken,
 }
@@ -101,6 +112,7 @@ pub enum PublicGrant {
 impl From<PublicGrant> for GrantType {
     fn from(g: PublicGrant) -> Self {
         match g {
+            PublicGrant::AuthorizationCode => GrantType::AuthorizationCode,
             PublicGrant::Password => GrantType::Password,
             PublicGrant::RefreshToken => GrantType::RefreshToken,
         }
@@ -186,6 +198,7 @@ pub async fn create_client(
             name,
             grant_types,
             redirect_uris,
+            post_logout_redirect_uris,
             audience,
             client_id,
         } => clients::NewClient {
@@ -193,6 +206,7 @@ pub async fn create_client(
             client_type: ClientType::Confidential,
             grant_types,
             redirect_uris: redirect_uris.into_iter().map(|u| u.0).collect(),
+            post_logout_redirect_uris: post_logout_redirect_uris.into_iter().map(|u| u.0).collect(),
             audience: audience.into_iter().map(|a| a.0).collect(),
             client_id,
         },
@@ -200,6 +214,7 @@ pub async fn create_client(
             name,
             grant_types,
             redirect_uris,
+            post_logout_redirect_uris,
             audience,
             client_id,
         } => clients::NewClient {
@@ -207,6 +222,7 @@ pub async fn create_client(
             client_type: ClientType::Public,
             grant_types: grant_types.into_iter().map(GrantType::from).collect(),
             redirect_uris: redirect_uris.into_iter().map(|u| u.0).collect(),
+            post_logout_redirect_uris: post_logout_redirect_uris.into_iter().map(|u| u.0).collect(),
             audience: audience.into_iter().map(|a| a.0).collect(),
             client_id,
         },
@@ -253,6 +269,8 @@ pub struct PatchClient {
     #[schema(max_items = 20, inline)]
     redirect_uris: Option<Vec<RedirectUri>>,
     #[schema(max_items = 20, inline)]
+    post_logout_redirect_uris: Option<Vec<RedirectUri>>,
+    #[schema(max_items = 20, inline)]
     audience: Option<Vec<AudienceId>>,
     enabled: Option<bool>,
 }
@@ -290,6 +308,9 @@ pub async fn patch_client(
         grant_types: b.grant_types,
         redirect_uris: b
             .redirect_uris
+            .map(|v| v.into_iter().map(|u| u.0).collect()),
+        post_logout_redirect_uris: b
+            .post_logout_redirect_uris
             .map(|v| v.into_iter().map(|u| u.0).collect()),
         audience: b.audience.map(|v| v.into_iter().map(|a| a.0).collect()),
         enabled: b.enabled,

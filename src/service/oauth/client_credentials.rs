@@ -1,6 +1,6 @@
 //! The `client_credentials` grant: a token for a confidential client itself.
 
-use super::{TokenRequest, TokenResponse, grant_scope, mint_access, oauth};
+use super::{AccessFor, TokenRequest, TokenResponse, grant_scope, mint_access, oauth};
 use crate::domain::ClientType;
 use crate::error::{AppResult, ErrorCode};
 use crate::state::AppState;
@@ -21,14 +21,26 @@ pub(super) async fn grant(
     }
     let scope = grant_scope(req.scope.as_deref(), &[], "")?;
     let sub = format!("client:{}", client.client_id);
-    let (access_token, expires_in) =
-        mint_access(state, tenant, client, &sub, None, &scope, Vec::new()).await?;
+    let minted = mint_access(
+        state,
+        tenant,
+        client,
+        AccessFor {
+            sub: &sub,
+            sid: None,
+            scope: &scope,
+            roles: Vec::new(),
+            jti: None,
+        },
+    )
+    .await?;
     crate::metrics::token_issued("client_credentials");
     Ok(TokenResponse {
-        access_token,
+        access_token: minted.token,
         token_type: "Bearer".to_owned(),
-        expires_in,
+        expires_in: minted.expires_in,
         refresh_token: None,
+        id_token: None,
         scope,
     })
 }

@@ -3,8 +3,11 @@
 
 mod client_auth;
 mod client_credentials;
+mod code_grant;
+pub(crate) mod id_tokens;
 mod password_grant;
 mod refresh_grant;
+pub(crate) mod signin;
 
 use serde::{Deserialize, Serialize};
 
@@ -43,6 +46,9 @@ pub struct TokenResponse {
     pub expires_in: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// When the scope holds `openid` (OIDC Core §3.1.3.3, §12.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
     pub scope: String,
 }
 
@@ -53,6 +59,7 @@ impl std::fmt::Debug for TokenResponse {
             .field("token_type", &self.token_type)
             .field("expires_in", &self.expires_in)
             .field("refresh_token", &self.refresh_token.as_ref().map(|_| "***"))
+            .field("id_token", &self.id_token.as_ref().map(|_| "***"))
             .field("scope", &self.scope)
             .finish_non_exhaustive()
     }
@@ -99,6 +106,10 @@ pub(crate) fn grant_scope(
 #[derive(Debug, Default)]
 pub struct TokenRequest {
     pub grant_type: Option<String>,
+    /// Grant `authorization_code` (RFC 6749 §4.1.3, RFC 7636 §4.5).
+    pub code: Option<Secret>,
+    pub redirect_uri: Option<String>,
+    pub code_verifier: Option<Secret>,
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub refresh_token: Option<Secret>,
@@ -117,6 +128,7 @@ pub async fn token(
         None | Some("") => {
             return Err(oauth(ErrorCode::InvalidRequest, "grant_type is required."));
         }
+        Some("authorization_code") => GrantType::AuthorizationCode,
         Some("password") => GrantType::Password,
         Some("refresh_token") => GrantType::RefreshToken,
         Some("client_credentials") => GrantType::ClientCredentials,
@@ -138,6 +150,7 @@ pub async fn token(
         return Err(oauth(ErrorCode::InvalidGrant, "The tenant is suspended."));
     }
     let result = match grant {
+        GrantType::AuthorizationCode => code_grant::grant(state, tenant, &client, req).await,
         GrantType::Password => password_grant::grant(state, tenant, &client, req, origin).await,
         GrantType::RefreshToken => refresh_grant::grant(state, tenant, &client, req, origin).await,
         GrantType::ClientCredentials => {
@@ -147,16 +160,38 @@ pub async fn token(
     result.map_err(|e| e.in_flavor(Flavor::OAuth))
 }
 
-/// Signs an access token for `sub` through `client`.
+/// A signed access token.
+pub(crate) struct Minted {
+    pub token: String,
+    /// Seconds.
+    pub expires_in: u64,
+}
+
+/// What an access token says (RFC 9068 §2.2).
+pub(crate) struct AccessFor<'a> {
+    pub sub: &'a str,
+    /// The session of a user token.
+    pub sid: Option<&'a str>,
+    pub scope: &'a str,
+    pub roles: Vec<String>,
+    /// Chosen here unless given.
+    pub jti: Option<String>,
+}
+
+/// Signs an access token through `client`.
 pub(crate) async fn mint_access(
     state: &AppState,
     tenant: &Tenant,
     client: &Client,
-    sub: &str,
-    sid: Option<&str>,
-    scope: &str,
-    roles: Vec<String>,
-) -> AppResult<(String, u64)> {
+    what: AccessFor<'_>,
+) -> AppResult<Minted> {
+    let AccessFor {
+        sub,
+        sid,
+        scope,
+        roles,
+        jti,
+    } = what;
     let keys = state.keys.keys(&tenant.slug).await?;
     let signing = keys.signing.as_ref().ok_or_else(|| {
         AppError::internal(anyhow::anyhow!(
@@ -180,7 +215,7 @@ pub(crate) async fn mint_access(
         exp: now + ttl as i64,
         iat: now,
         nbf: now,
-        jti: uuid::Uuid::new_v4().to_string(),
+        jti: jti.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
         tid: tenant.slug.clone(),
         sid: sid.map(str::to_owned),
         scope: scope.to_owned(),
@@ -188,7 +223,10 @@ pub(crate) async fn mint_access(
         cgen: client.generation.clone(),
     };
     let token = tokens::sign(signing, &claims).map_err(AppError::internal)?;
-    Ok((token, ttl))
+    Ok(Minted {
+        token,
+        expires_in: ttl,
+    })
 }
 
 /// The user's roles, from the policy snapshot (never more than a second
@@ -201,18 +239,18 @@ pub(crate) async fn roles_of(
     Ok(state.authz.roles_of(tenant, user_id).await?)
 }
 
-/// Whether the user exists and is active, as the database says now.
-pub(crate) async fn user_still_active(
+/// The user if it exists and is active, as the database says now.
+pub(crate) async fn active_user(
     state: &AppState,
     tenant: &str,
     user_id: &str,
-) -> AppResult<bool> {
+) -> AppResult<Option<users::User>> {
     let (t, id) = (tenant.to_owned(), user_id.to_owned());
     Ok(state
         .db
         .run(move |c| users::find(c, &t, &id))
         .await?
-        .is_some_and(|u| u.status == UserStatus::Active))
+        .filter(|u| u.status == UserStatus::Active))
 }
 
 /// Whether the user is active and still has the password hash a sign-in

@@ -2,9 +2,10 @@
 //! a just-rotated token with the same successor pair, and reuse detection
 //! (SPEC §4).
 
+use super::id_tokens::{self, IdTokenFor};
 use super::{
-    BAD_REFRESH, TokenRequest, TokenResponse, grant_scope, mint_access, oauth, roles_of,
-    user_still_active,
+    AccessFor, BAD_REFRESH, TokenRequest, TokenResponse, active_user, grant_scope, mint_access,
+    oauth, roles_of,
 };
 use crate::authn::keys::MasterKey;
 use crate::authn::{refresh_tokens, sha256_hex};
@@ -84,28 +85,48 @@ pub(super) async fn grant(
                         grant_scope(Some(requested), &allowed, &record.scope)?
                     }
                 };
-                if !user_still_active(state, &tenant.slug, &record.user_id).await? {
+                let Some(user) = active_user(state, &tenant.slug, &record.user_id).await? else {
                     return Err(oauth(ErrorCode::InvalidGrant, BAD_REFRESH));
-                }
+                };
                 let roles = roles_of(state, &tenant.slug, &record.user_id).await?;
-                let (access_token, expires_in) = mint_access(
+                let minted = mint_access(
                     state,
                     tenant,
                     client,
-                    &record.user_id,
-                    Some(&record.session_id),
-                    &scope,
-                    roles,
+                    AccessFor {
+                        sub: &record.user_id,
+                        sid: Some(&record.session_id),
+                        scope: &scope,
+                        roles,
+                        jti: None,
+                    },
                 )
                 .await?;
                 let successor = refresh_tokens::issue(&record.family_id).ok_or_else(|| {
                     AppError::internal(anyhow::anyhow!("family id is not a UUID"))
                 })?;
+                // OIDC Core §12.2: a new ID token for the same sign-in, no nonce.
+                let id_token = if id_tokens::wants_id_token(&scope) {
+                    let auth_time =
+                        id_tokens::auth_time_of(state, &tenant.slug, &record.session_id).await?;
+                    let what = IdTokenFor {
+                        user: &user,
+                        sid: &record.session_id,
+                        auth_time,
+                        nonce: None,
+                        access_token: &minted.token,
+                        scope: &scope,
+                    };
+                    Some(id_tokens::mint(state, tenant, client, what).await?)
+                } else {
+                    None
+                };
                 let pair = TokenResponse {
-                    access_token,
+                    access_token: minted.token,
                     token_type: "Bearer".to_owned(),
-                    expires_in,
+                    expires_in: minted.expires_in,
                     refresh_token: Some(successor.clone()),
+                    id_token,
                     scope,
                 };
                 let sealed = grace_key(presented)

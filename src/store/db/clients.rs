@@ -24,6 +24,7 @@ struct ClientRow {
     created_at: NaiveDateTime,
     updated_at: NaiveDateTime,
     generation: String,
+    post_logout_redirect_uris: String,
 }
 
 /// A client as stored. `Debug` leaves the secret hash out.
@@ -43,6 +44,9 @@ pub struct Client {
     /// Tokens carry the generation they were issued under; a new one starts
     /// when the client is disabled or its tenant suspended (never reused).
     pub generation: String,
+    /// Where the browser may be sent after RP-initiated logout (OIDC
+    /// RP-Initiated Logout 1.0 §3; same rules as `redirect_uris`).
+    pub post_logout_redirect_uris: Vec<String>,
 }
 
 impl std::fmt::Debug for Client {
@@ -72,6 +76,8 @@ impl TryFrom<ClientRow> for Client {
             },
             grant_types: serde_json::from_str(&r.grant_types).map_err(StoreError::other)?,
             redirect_uris: serde_json::from_str(&r.redirect_uris).map_err(StoreError::other)?,
+            post_logout_redirect_uris: serde_json::from_str(&r.post_logout_redirect_uris)
+                .map_err(StoreError::other)?,
             audience: serde_json::from_str(&r.audience).map_err(StoreError::other)?,
             tenant: r.tenant,
             client_id: r.client_id,
@@ -104,6 +110,8 @@ fn to_row(c: &Client) -> Result<ClientRow, StoreError> {
         created_at: c.created_at,
         updated_at: now(),
         generation: c.generation.clone(),
+        post_logout_redirect_uris: serde_json::to_string(&c.post_logout_redirect_uris)
+            .map_err(StoreError::other)?,
     })
 }
 
@@ -164,6 +172,24 @@ pub fn list(
     }))
 }
 
+/// The redirect URIs of every enabled client of a tenant (at most 20 each).
+pub fn redirect_uris_of_tenant(
+    conn: &mut DbConnection,
+    tenant: &str,
+) -> Result<Vec<String>, StoreError> {
+    let lists: Vec<String> = clients::table
+        .filter(clients::tenant.eq(tenant))
+        .filter(clients::enabled.eq(true))
+        .select(clients::redirect_uris)
+        .load(conn)?;
+    let mut out = Vec::new();
+    for list in lists {
+        let uris: Vec<String> = serde_json::from_str(&list).map_err(StoreError::other)?;
+        out.extend(uris);
+    }
+    Ok(out)
+}
+
 /// Writes the mutable fields of a client.
 pub fn update(conn: &mut DbConnection, c: &Client) -> Result<(), StoreError> {
     let row = to_row(c)?;
@@ -172,6 +198,7 @@ pub fn update(conn: &mut DbConnection, c: &Client) -> Result<(), StoreError> {
             clients::name.eq(row.name),
             clients::grant_types.eq(row.grant_types),
             clients::redirect_uris.eq(row.redirect_uris),
+            clients::post_logout_redirect_uris.eq(row.post_logout_redirect_uris),
             clients::audience.eq(row.audience),
             clients::enabled.eq(row.enabled),
             clients::updated_at.eq(row.updated_at),

@@ -41,6 +41,7 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         generation -> Text,
+        post_logout_redirect_uris -> Text,
     }
 }
 

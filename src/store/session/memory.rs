@@ -13,6 +13,7 @@ use super::{
     PresentedRefresh, RefreshEntry, RefreshRecord, RefreshState, Reservation, RotateOutcome,
     Rotation, SessionRecord, SessionStore, UserCut, active_generation, parse_cutoff, standing,
 };
+use super::{Ephemeral, FRESH, Taken, USED, taken_of};
 use crate::store::StoreError;
 
 #[derive(Debug, Clone)]
@@ -57,6 +58,8 @@ struct Inner {
     locks: HashMap<String, Expiring<(LoginLock, i64)>>,
     /// Sign-in attempts in flight: attempt id -> expiry (Unix seconds).
     pending: HashMap<String, HashMap<String, i64>>,
+    /// Sign-in transactions, codes, browser sessions (`FRESH`/`USED` values).
+    ephemeral: HashMap<String, Expiring<String>>,
     writes: u64,
 }
 
@@ -93,6 +96,7 @@ impl Inner {
         self.denied.retain(|_, e| e.live(now));
         self.locks.retain(|_, e| e.live(now));
         self.cuts.retain(|_, e| e.live(now));
+        self.ephemeral.retain(|_, e| e.live(now));
         self.user_sessions
             .retain(|_, e| e.live(now) && !e.value.is_empty());
     }
@@ -551,6 +555,7 @@ impl SessionStore for MemoryStore {
         inner.synced.remove(tenant);
         inner.pending.retain(|k, _| !k.starts_with(&prefix));
         inner.locks.retain(|k, _| !k.starts_with(&prefix));
+        inner.ephemeral.retain(|k, _| !k.starts_with(&prefix));
         Ok(())
     }
 
@@ -670,11 +675,74 @@ impl SessionStore for MemoryStore {
             .map(|(_, id)| id.len() + 16)
             .sum::<usize>());
         count!(inner.cuts, |v: &String| v.len());
+        count!(inner.ephemeral, |v: &String| v.len());
         count!(inner.families, |v: &Family| format!("{v:?}").len());
         count!(inner.grace, |v: &String| v.len());
         count!(inner.denied, |_: &()| 1);
         count!(inner.locks, |_: &(LoginLock, i64)| 40);
         Ok((keys, bytes))
+    }
+
+    async fn put_ephemeral(
+        &self,
+        tenant: &str,
+        kind: Ephemeral,
+        id: &str,
+        value: &str,
+        ttl: u64,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.inner.lock();
+        inner.ephemeral.insert(
+            key(tenant, kind.prefix(), id),
+            Expiring {
+                value: format!("{FRESH}{value}"),
+                until: after(ttl.max(1)),
+            },
+        );
+        inner.after_write();
+        Ok(())
+    }
+
+    async fn get_ephemeral(
+        &self,
+        tenant: &str,
+        kind: Ephemeral,
+        id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let inner = self.inner.lock();
+        let stored = Inner::get_live(&inner.ephemeral, &key(tenant, kind.prefix(), id));
+        Ok(stored
+            .and_then(|v| v.strip_prefix(FRESH))
+            .map(str::to_owned))
+    }
+
+    async fn delete_ephemeral(
+        &self,
+        tenant: &str,
+        kind: Ephemeral,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        self.inner
+            .lock()
+            .ephemeral
+            .remove(&key(tenant, kind.prefix(), id));
+        Ok(())
+    }
+
+    async fn take_ephemeral(
+        &self,
+        tenant: &str,
+        kind: Ephemeral,
+        id: &str,
+        mark: &str,
+    ) -> Result<Taken, StoreError> {
+        let mut inner = self.inner.lock();
+        let k = key(tenant, kind.prefix(), id);
+        let taken = taken_of(Inner::get_live(&inner.ephemeral, &k).map(String::as_str));
+        if let (Taken::Fresh(_), Some(entry)) = (&taken, inner.ephemeral.get_mut(&k)) {
+            entry.value = format!("{USED}{mark}");
+        }
+        Ok(taken)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -324,6 +324,44 @@ impl LockoutPolicy {
     }
 }
 
+/// The short-lived records of browser sign-in (SPEC §9). Each kind lives
+/// under its own key prefix (`ltx:`, `code:`, `bsess:`) in the tenant's space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ephemeral {
+    /// A sign-in transaction (the authorize parameters), by its random id.
+    SignIn,
+    /// An authorization code, by the SHA-256 of its value.
+    Code,
+    /// A browser session (SSO cookie), by the SHA-256 of the cookie's secret.
+    Browser,
+}
+
+impl Ephemeral {
+    pub(crate) fn prefix(self) -> &'static str {
+        match self {
+            Self::SignIn => "ltx",
+            Self::Code => "code",
+            Self::Browser => "bsess",
+        }
+    }
+}
+
+/// What taking a single-use record found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Taken {
+    /// First use: the record's value.
+    Fresh(String),
+    /// Used before: the mark the first use left.
+    Used(String),
+    /// Never stored, or expired.
+    Missing,
+}
+
+/// How an ephemeral value is stored: fresh values and the marks of used
+/// ones cannot be confused.
+const FRESH: &str = "new:";
+const USED: &str = "used:";
+
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// Records a new active session under the user's current cut-off
@@ -483,6 +521,56 @@ pub trait SessionStore: Send + Sync + 'static {
     /// operators sizing the store, and for tests bounding growth.
     async fn tenant_footprint(&self, tenant: &str) -> Result<(usize, u64), StoreError>;
 
+    /// Stores a short-lived record for `ttl` seconds (replacing one of the
+    /// same id).
+    async fn put_ephemeral(
+        &self,
+        tenant: &str,
+        kind: Ephemeral,
+        id: &str,
+        value: &str,
+        ttl: u64,
+    ) -> Result<(), StoreError>;
+
+    /// A record that is neither expired nor taken.
+    async fn get_ephemeral(
+        &self,
+        tenant: &str,
+        kind: Ephemeral,
+        id: &str,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Forgets a record.
+    async fn delete_ephemeral(
+        &self,
+        tenant: &str,
+        kind: Ephemeral,
+        id: &str,
+    ) -> Result<(), StoreError>;
+
+    /// Takes a single-use record atomically: the first call answers
+    /// [`Taken::Fresh`] and leaves `mark` in its place until the record
+    /// would have expired; every later call answers [`Taken::Used`] with
+    /// that mark (so a replay can undo what the first use issued).
+    async fn take_ephemeral(
+        &self,
+        tenant: &str,
+        kind: Ephemeral,
+        id: &str,
+        mark: &str,
+    ) -> Result<Taken, StoreError>;
+
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// A stored ephemeral value as [`Taken`].
+fn taken_of(stored: Option<&str>) -> Taken {
+    match stored {
+        Some(v) => match v.strip_prefix(FRESH) {
+            Some(fresh) => Taken::Fresh(fresh.to_owned()),
+            None => Taken::Used(v.strip_prefix(USED).unwrap_or_default().to_owned()),
+        },
+        None => Taken::Missing,
+    }
 }

@@ -16,6 +16,9 @@
 //! | `deny:{jti}` | string | an access token revoked through RFC 7009 or logout |
 //! | `lock:{user}` | hash | failed sign-ins and the account lock |
 //! | `lockp:{user}` | sorted set | sign-in attempts in flight (id, expiry) |
+//! | `ltx:{id}` | string | a sign-in transaction of the hosted login page (10 minutes) |
+//! | `code:{sha256}` | string | an authorization code (60 s); once used, the mark of what it issued |
+//! | `bsess:{sha256}` | string | a browser session (the SSO cookie's secret, hashed): its session id |
 //! | `synced` | string | present once the tenant's durable denials were copied in |
 //!
 //! Every key has a TTL. A store without `synced` for a tenant (it lost its
@@ -35,6 +38,7 @@ use super::{
     PresentedRefresh, RefreshEntry, RefreshRecord, RefreshState, Reservation, RotateOutcome,
     Rotation, SESSION_PAGE, SessionRecord, SessionStore, UserCut, standing,
 };
+use super::{Ephemeral, FRESH, Taken, taken_of};
 use crate::store::StoreError;
 
 /// How long a refill of a tenant's denials is trusted (seconds): a day,
@@ -59,6 +63,7 @@ mod scripts {
     pub const REVOKE_FAMILY: &str = include_str!("lua/revoke_family.lua");
     pub const LOGIN_FAILED: &str = include_str!("lua/login_failed.lua");
     pub const LOGIN_RESERVE: &str = include_str!("lua/login_reserve.lua");
+    pub const TAKE: &str = include_str!("lua/take.lua");
 }
 
 fn script(body: &str) -> Script {
@@ -83,6 +88,7 @@ pub struct RedisStore {
     revoke_family: Script,
     login_failed: Script,
     login_reserve: Script,
+    take: Script,
 }
 
 fn unavailable(e: impl Into<anyhow::Error>) -> StoreError {
@@ -121,6 +127,7 @@ impl RedisStore {
             revoke_family: script(scripts::REVOKE_FAMILY),
             login_failed: script(scripts::LOGIN_FAILED),
             login_reserve: script(scripts::LOGIN_RESERVE),
+            take: script(scripts::TAKE),
         })
     }
 
@@ -807,6 +814,63 @@ impl SessionStore for RedisStore {
             }
             cursor = next;
         }
+    }
+
+    async fn put_ephemeral(
+        &self,
+        tenant: &str,
+        kind: Ephemeral,
+        id: &str,
+        value: &str,
+        ttl: u64,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.key(tenant, kind.prefix(), id);
+        let value = format!("{FRESH}{value}");
+        self.call(
+            "put_ephemeral",
+            conn.set_ex::<_, _, ()>(&key, value, ttl.max(1)),
+        )
+        .await
+    }
+
+    async fn get_ephemeral(
+        &self,
+        tenant: &str,
+        kind: Ephemeral,
+        id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.key(tenant, kind.prefix(), id);
+        let stored: Option<String> = self.call("get_ephemeral", conn.get(&key)).await?;
+        Ok(stored.and_then(|v| v.strip_prefix(FRESH).map(str::to_owned)))
+    }
+
+    async fn delete_ephemeral(
+        &self,
+        tenant: &str,
+        kind: Ephemeral,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.key(tenant, kind.prefix(), id);
+        self.call("delete_ephemeral", conn.del::<_, ()>(&key)).await
+    }
+
+    async fn take_ephemeral(
+        &self,
+        tenant: &str,
+        kind: Ephemeral,
+        id: &str,
+        mark: &str,
+    ) -> Result<Taken, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut inv = self.take.prepare_invoke();
+        inv.key(self.key(tenant, kind.prefix(), id)).arg(mark);
+        let stored: Option<String> = self
+            .call("take_ephemeral", inv.invoke_async(&mut conn))
+            .await?;
+        Ok(taken_of(stored.as_deref()))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,0 +1,153 @@
+//! The `authorization_code` grant (RFC 6749 §4.1.3, RFC 7636 §4.6, OIDC
+//! Core §3.1.3): a single-use code, bound to its client, redirect URI, PKCE
+//! challenge and session, becomes tokens and an ID token.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::id_tokens::{self, IdTokenFor};
+use super::signin::issue_tokens;
+use super::{TokenRequest, TokenResponse, active_user, oauth};
+use crate::authn::sha256_hex;
+use crate::error::{AppResult, ErrorCode};
+use crate::service::authorize::{CodeGrant, pkce_value_ok};
+use crate::service::revocation;
+use crate::service::unix_now;
+use crate::state::AppState;
+use crate::store::db::clients::Client;
+use crate::store::db::tenants::Tenant;
+use crate::store::session::{Ephemeral, Taken};
+
+const BAD_CODE: &str = "The authorization code is invalid, expired or already used.";
+const MISMATCH: &str =
+    "The authorization code was issued for another client, redirect_uri or code_challenge.";
+
+/// RFC 7636 §4.6: `BASE64URL(SHA256(code_verifier)) == code_challenge`.
+fn pkce_matches(verifier: &str, challenge: &str) -> bool {
+    let computed = URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()));
+    computed.as_bytes().ct_eq(challenge.as_bytes()).into()
+}
+
+pub(super) async fn grant(
+    state: &AppState,
+    tenant: &Tenant,
+    client: &Client,
+    req: TokenRequest,
+) -> AppResult<TokenResponse> {
+    let (Some(code), Some(redirect_uri), Some(verifier)) =
+        (req.code, req.redirect_uri, req.code_verifier)
+    else {
+        return Err(oauth(
+            ErrorCode::InvalidRequest,
+            "code, redirect_uri and code_verifier are required.",
+        ));
+    };
+    if !pkce_value_ok(verifier.expose()) {
+        return Err(oauth(
+            ErrorCode::InvalidRequest,
+            "code_verifier must be 43 to 128 unreserved characters (RFC 7636 §4.1).",
+        ));
+    }
+    // What this exchange will issue is named before the code is taken, so
+    // that a second use of the code can revoke it (RFC 6749 §4.1.2): the
+    // refresh family and the first access token's `jti` share this id.
+    let first = uuid::Uuid::new_v4().to_string();
+    let taken = state
+        .sessions
+        .take_ephemeral(
+            &tenant.slug,
+            Ephemeral::Code,
+            &sha256_hex(code.expose()),
+            &first,
+        )
+        .await?;
+    let grant: CodeGrant = match taken {
+        Taken::Fresh(value) => {
+            serde_json::from_str(&value).map_err(|_| oauth(ErrorCode::InvalidGrant, BAD_CODE))?
+        }
+        Taken::Used(issued) => {
+            code_replayed(state, tenant, &issued).await;
+            return Err(oauth(ErrorCode::InvalidGrant, BAD_CODE));
+        }
+        Taken::Missing => return Err(oauth(ErrorCode::InvalidGrant, BAD_CODE)),
+    };
+    if grant.client_id != client.client_id
+        || grant.redirect_uri != redirect_uri
+        || !pkce_matches(verifier.expose(), &grant.code_challenge)
+    {
+        return Err(oauth(ErrorCode::InvalidGrant, MISMATCH));
+    }
+    let (Some(session), Some(user)) = (
+        state.sessions.get_session(&tenant.slug, &grant.sid).await?,
+        active_user(state, &tenant.slug, &grant.user_id).await?,
+    ) else {
+        return Err(oauth(
+            ErrorCode::InvalidGrant,
+            "The sign-in this code came from has ended.",
+        ));
+    };
+    if session.user_id != user.id {
+        return Err(oauth(ErrorCode::InvalidGrant, BAD_CODE));
+    }
+    let issued = issue_tokens(
+        state,
+        tenant,
+        client,
+        &session,
+        &grant.scope,
+        Some(first.clone()),
+        Some(first),
+    )
+    .await?;
+    let id_token = if id_tokens::wants_id_token(&grant.scope) {
+        let what = IdTokenFor {
+            user: &user,
+            sid: &session.id,
+            auth_time: grant.auth_time,
+            nonce: grant.nonce.as_deref(),
+            access_token: &issued.access_token,
+            scope: &grant.scope,
+        };
+        Some(id_tokens::mint(state, tenant, client, what).await?)
+    } else {
+        None
+    };
+    crate::metrics::token_issued("authorization_code");
+    Ok(TokenResponse {
+        access_token: issued.access_token,
+        token_type: "Bearer".to_owned(),
+        expires_in: issued.expires_in,
+        refresh_token: issued.refresh_token,
+        id_token,
+        scope: grant.scope,
+    })
+}
+
+/// A code came back after its first use: what that use issued is revoked
+/// (its refresh family and its access token), and the event recorded.
+async fn code_replayed(state: &AppState, tenant: &Tenant, issued: &str) {
+    if uuid::Uuid::parse_str(issued).is_err() {
+        return;
+    }
+    let exp = unix_now() + tenant.settings.access_token_ttl_seconds as i64;
+    let family = state.sessions.revoke_family(&tenant.slug, issued).await;
+    let access = revocation::deny_access_token(state, &tenant.slug, issued, exp).await;
+    if let Err(e) = family {
+        tracing::error!(tenant = %tenant.slug, error = %e, "replayed code: family not revoked");
+    }
+    if let Err(e) = access {
+        tracing::error!(tenant = %tenant.slug, error = %e.detail(), "replayed code: access token not denied");
+    }
+    tracing::warn!(tenant = %tenant.slug, "authorization code reused; what it issued is revoked");
+    crate::service::audit::record(
+        state,
+        &tenant.slug,
+        "authorization_code.reuse_detected",
+        "failure",
+        None,
+        &crate::service::Origin::default(),
+    )
+    .await;
+}
