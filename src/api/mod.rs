@@ -227,6 +227,16 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         return api;
     };
     if let Some(schemas) = value.pointer_mut("/components/schemas") {
+        // The hosted pages' forms ignore what they do not know (RFC 6749
+        // §3.1, OIDC RP-Initiated Logout §2): they stay open.
+        for form in ["LoginForm", "EndSessionForm"] {
+            if let Some(schema) = schemas.get_mut(form).and_then(|f| f.as_object_mut()) {
+                schema.insert(
+                    "additionalProperties".to_owned(),
+                    serde_json::Value::Bool(true),
+                );
+            }
+        }
         close_objects(schemas);
     }
     add_limit_responses(&mut value);

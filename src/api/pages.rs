@@ -519,6 +519,8 @@ pub struct LoginForm {
     responses(
         (status = 303, description = "Signed in: to `redirect_uri` with `code`, `state` and `iss`; sets the browser's session cookie"),
         (status = 400, description = "Wrong e-mail or password (or a locked account), or a form that expired or belongs to another browser", content_type = "text/html", body = String),
+        (status = 413, description = "The form is larger than `LATCHKEY_MAX_BODY_BYTES`", content_type = "text/html", body = String),
+        (status = 415, description = "The form is not application/x-www-form-urlencoded", content_type = "text/html", body = String),
         (status = 404, description = "No such tenant", content_type = "text/html", body = String)
     )
 )]
@@ -678,6 +680,8 @@ pub async fn signup_page(req: HttpRequest) -> Result<HttpResponse, AppError> {
         (status = 303, description = "Account created: back to the login form of the same sign-in"),
         (status = 400, description = "The e-mail or password is not acceptable, or the form expired", content_type = "text/html", body = String),
         (status = 403, description = "The tenant does not allow self sign-up", content_type = "text/html", body = String),
+        (status = 413, description = "The form is larger than `LATCHKEY_MAX_BODY_BYTES`", content_type = "text/html", body = String),
+        (status = 415, description = "The form is not application/x-www-form-urlencoded", content_type = "text/html", body = String),
         (status = 404, description = "No such tenant", content_type = "text/html", body = String)
     )
 )]
@@ -973,6 +977,8 @@ pub struct EndSessionForm {
         (status = 303, description = "Signed out: to `post_logout_redirect_uri` with `state`"),
         (status = 200, description = "Signed out, or a page that asks to confirm", content_type = "text/html", body = String),
         (status = 400, description = "The confirmation expired or came from another browser", content_type = "text/html", body = String),
+        (status = 413, description = "The form is larger than `LATCHKEY_MAX_BODY_BYTES`", content_type = "text/html", body = String),
+        (status = 415, description = "The form is not application/x-www-form-urlencoded", content_type = "text/html", body = String),
         (status = 404, description = "No such tenant", content_type = "text/html", body = String)
     )
 )]

@@ -2350,3 +2350,94 @@ async fn discovery_lists_every_field_of_spec_9_at_both_locations() {
         }
     }
 }
+
+#[tokio::test]
+async fn self_signup_from_the_login_page_returns_to_the_same_sign_in() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let closed = tenant(&app, &admin, json!({})).await;
+    let s = tenant(&app, &admin, json!({"self_signup": true})).await;
+
+    // Closed tenant: no link, and the form is refused.
+    let other_browser = browser();
+    let browser = browser();
+    let a = authorize_at(&app, &closed.t, &closed.rp, |_| {});
+    let to = redirected(&browser, &a.url).await;
+    let (page, html) = load_login(&browser, &to).await;
+    assert!(!html.contains("/login/signup"), "no sign-up link: {html}");
+    let res = browser
+        .get(format!("{}/login/signup?tx={}", closed.issuer, page.tx))
+        .send()
+        .await
+        .expect("signup page");
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert_html(&res);
+
+    // Open tenant: the login page links to the form, which returns to the
+    // same sign-in; the new account then signs in and gets a code.
+    let a = authorize_at(&app, &s.t, &s.rp, |_| {});
+    let to = redirected(&browser, &a.url).await;
+    let (page, html) = load_login(&browser, &to).await;
+    let link = format!("/tenants/{}/login/signup?tx={}", s.t, page.tx);
+    assert!(html.contains(&link), "a sign-up link: {html}");
+    let signup_url = to.join(&link).expect("url");
+    let res = browser.get(signup_url.clone()).send().await.expect("form");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_html(&res);
+    let form_html = res.text().await.expect("html");
+    assert!(form_html.contains("autocomplete=\"new-password\""));
+    let csrf = input_value(&form_html, "csrf").expect("csrf");
+    let action = form_target(&signup_url, &form_html);
+    let email = format!("newcomer@{}.test", s.t);
+
+    // A weak password: the form again, 400, the reason announced.
+    let res = browser
+        .post(action.clone())
+        .form(&[
+            ("tx", page.tx.as_str()),
+            ("csrf", csrf.as_str()),
+            ("email", email.as_str()),
+            ("password", "short"),
+        ])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert!(alert_text(&res.text().await.expect("html")).is_some());
+
+    // Another browser's token: refused, no account.
+    let res = other_browser
+        .post(action.clone())
+        .form(&[
+            ("tx", page.tx.as_str()),
+            ("csrf", csrf.as_str()),
+            ("email", email.as_str()),
+            ("password", USER_PASSWORD),
+        ])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+
+    let res = browser
+        .post(action)
+        .form(&[
+            ("tx", page.tx.as_str()),
+            ("csrf", csrf.as_str()),
+            ("email", email.as_str()),
+            ("password", USER_PASSWORD),
+        ])
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let back = location(&res).expect("Location");
+    assert!(is_login_page(&back), "{back}");
+    assert_eq!(param(&back, "tx").as_deref(), Some(page.tx.as_str()));
+    let (page, html) = load_login(&browser, &back).await;
+    assert!(html.contains("role=\"status\""), "a notice: {html}");
+    let res = submit(&browser, &page, &email, USER_PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::SEE_OTHER);
+    let redirect = location(&res).expect("Location");
+    code_from(&redirect, &a, &s.issuer);
+}
