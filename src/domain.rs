@@ -295,12 +295,14 @@ pub fn check_password(
 /// Why a redirect URI cannot be registered.
 pub const REDIRECT_URI_RULE: &str = "each must be an https URL, an http URL of a loopback IP \
     literal (http://127.0.0.1/..., http://[::1]/...), an http URL while the public URL is http, \
-    or a private-use scheme of a reverse domain name (com.example.app:/callback); printable \
-    ASCII without fragment, at most 2000 characters";
+    or a private-use scheme of a reverse domain name (com.example.app:/callback); the characters of \
+    RFC 3986 without fragment, at most 2000 characters";
 
-/// Printable ASCII but `#` (no fragment), `[` and `]`.
+/// The characters RFC 3986 allows in a URI (unreserved, reserved, `%`),
+/// but `#` (no fragment), `[` and `]`: no `\\`, quote, angle bracket,
+/// brace, `|`, `^` or backtick, which browsers and parsers read differently.
 fn plain_uri_char(b: u8) -> bool {
-    (b'!'..=b'~').contains(&b) && !b"#[]".contains(&b)
+    b.is_ascii_alphanumeric() || b"-._~:/?@!$&'()*+,;=%".contains(&b)
 }
 
 /// The loopback literal an `http://` URI names (`127.0.0.1` or `[::1]`),

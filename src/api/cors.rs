@@ -19,7 +19,7 @@ fn cors_route(path: &str) -> Option<(&str, &'static str)> {
     let (tenant, route) = rest.split_once('/')?;
     let methods = match route.trim_end_matches('/') {
         "oauth/token" | "oauth/revoke" => "POST",
-        "oauth/userinfo" => "GET, POST",
+        "oauth/userinfo" => "GET",
         _ => return None,
     };
     Some((tenant, methods))

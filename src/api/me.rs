@@ -34,8 +34,11 @@ pub fn configure(cfg: &mut ServiceConfig) {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct UserInfo {
     sub: String,
-    email: String,
-    email_verified: bool,
+    /// With the `email` scope (OIDC Core §5.4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email_verified: Option<bool>,
     tid: String,
 }
 
@@ -72,11 +75,14 @@ pub async fn userinfo(state: web::Data<AppState>, caller: TenantCaller) -> AppRe
         })?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
-        .json(UserInfo {
-            sub: user.id,
-            email: user.email,
-            email_verified: user.email_verified,
-            tid: caller.tenant.slug.clone(),
+        .json({
+            let with_email = caller.claims.scope.split(' ').any(|s| s == "email");
+            UserInfo {
+                sub: user.id,
+                email: with_email.then_some(user.email),
+                email_verified: with_email.then_some(user.email_verified),
+                tid: caller.tenant.slug.clone(),
+            }
         }))
 }
 

@@ -125,19 +125,42 @@ struct LogoutPage<'a> {
     state: Option<&'a str>,
 }
 
-/// The path every page of a tenant lives under.
-fn base_of(tenant: &str) -> String {
-    format!("/tenants/{tenant}")
+/// The path every page of a tenant lives under, as the browser sees it:
+/// below the path of `LATCHKEY_PUBLIC_URL` (a proxy that serves latchkey
+/// under `/auth` strips it before latchkey sees the request).
+fn base_of(state: &AppState, tenant: &str) -> String {
+    let after_scheme = state
+        .public_url
+        .split_once("://")
+        .map_or("", |(_, rest)| rest);
+    let prefix = after_scheme
+        .find('/')
+        .map_or("", |i| after_scheme[i..].trim_end_matches('/'));
+    format!("{prefix}/tenants/{tenant}")
+}
+
+/// A suspended tenant signs nobody in (SPEC §2), here as at the token endpoint.
+fn suspended(state: &AppState, tenant: &Tenant) -> Option<AppResult<HttpResponse>> {
+    (tenant.status == crate::domain::TenantStatus::Suspended).then(|| {
+        message(
+            state,
+            tenant,
+            StatusCode::FORBIDDEN,
+            "Sign-in unavailable",
+            "This organization is suspended: nobody can sign in to it for now.",
+        )
+    })
 }
 
 /// A page that only says something (errors, signed out).
 fn message(
+    state: &AppState,
     tenant: &Tenant,
     status: StatusCode,
     title: &str,
     text: &str,
 ) -> AppResult<HttpResponse> {
-    let base = base_of(&tenant.slug);
+    let base = base_of(state, &tenant.slug);
     let body = render(&MessagePage {
         tenant_name: &tenant.name,
         base: &base,
@@ -162,7 +185,7 @@ where
 /// path, Secure when the public URL is https.
 fn cookie<'c>(state: &AppState, tenant: &str, name: &'c str, value: String) -> Cookie<'c> {
     Cookie::build(name, value)
-        .path(format!("/tenants/{tenant}/"))
+        .path(format!("{}/", base_of(state, tenant)))
         .http_only(true)
         .same_site(SameSite::Lax)
         .secure(state.public_url.starts_with("https://"))
@@ -206,14 +229,15 @@ fn csrf_ok(req: &HttpRequest, purpose: &str, presented: Option<&str>) -> bool {
         .into()
 }
 
-/// Query or form pairs; the name of the first parameter sent twice.
-fn pairs_of(raw: &[u8]) -> Option<(HashMap<String, String>, Option<String>)> {
+/// Query or form pairs (the first value of each name), and the names sent
+/// more than once.
+fn pairs_of(raw: &[u8]) -> Option<(HashMap<String, String>, Vec<String>)> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(raw).ok()?;
     let mut map = HashMap::new();
-    let mut repeated = None;
+    let mut repeated: Vec<String> = Vec::new();
     for (k, v) in pairs {
-        if map.contains_key(&k) && repeated.is_none() {
-            repeated = Some(k.clone());
+        if map.contains_key(&k) && !repeated.contains(&k) {
+            repeated.push(k.clone());
         }
         map.entry(k).or_insert(v);
     }
@@ -320,7 +344,12 @@ pub async fn authorize(req: HttpRequest) -> Result<HttpResponse, AppError> {
         let state = app_state(&req)?;
         let tenant = load_tenant(&state, &realm(&req)).await?;
         let Some((raw, repeated)) = pairs_of(req.query_string().as_bytes()) else {
-            return refuse_without_redirect(&tenant, "The query string is malformed.", json);
+            return refuse_without_redirect(
+                &state,
+                &tenant,
+                "The query string is malformed.",
+                json,
+            );
         };
         let text = |k: &str| raw.get(k).cloned();
         let params = AuthorizeParams {
@@ -338,45 +367,36 @@ pub async fn authorize(req: HttpRequest) -> Result<HttpResponse, AppError> {
             request: text("request"),
             request_uri: text("request_uri"),
         };
-        let authorization = match flow::check(&state, &tenant, params, repeated.as_deref()).await? {
+        // RFC 6749 §3.1: unknown parameters are ignored, known ones appear once.
+        let repeated: Vec<String> = repeated
+            .into_iter()
+            .filter(|n| flow::PARAMETERS.contains(&n.as_str()))
+            .collect();
+        let authorization = match flow::check(&state, &tenant, params, &repeated).await? {
             Ok((_, a)) => a,
-            Err(Refusal::NoRedirect(why)) => return refuse_without_redirect(&tenant, &why, json),
+            Err(Refusal::NoRedirect(why)) => {
+                return refuse_without_redirect(&state, &tenant, &why, json);
+            }
             Err(Refusal::Redirect(e)) => {
                 return Ok(found(&flow::error_location(&state, &tenant.slug, &e)));
             }
         };
-        if let Some(cookie) = cookie_value(&req, SESSION_COOKIE)
-            && let Some(session) = flow::browser_session(&state, &tenant.slug, &cookie).await?
-            && flow::session_satisfies(&session, &authorization)
-        {
-            let location = flow::issue_code(&state, &tenant.slug, &authorization, &session).await?;
-            return Ok(found(&location));
+        // The redirect URI is trusted from here on: a failure is the
+        // application's `server_error` (SPEC §9), not a page.
+        match answer_authorization(&state, &req, &tenant, authorization.clone()).await {
+            Ok(res) => Ok(res),
+            Err(e) => {
+                // Logged as every failure is; the browser goes back.
+                let _ = actix_web::ResponseError::error_response(&e);
+                let e = flow::ErrorRedirect {
+                    redirect_uri: authorization.redirect_uri,
+                    error: "server_error",
+                    description: "The sign-in could not be started; try again.".to_owned(),
+                    state: authorization.state,
+                };
+                Ok(found(&flow::error_location(&state, &tenant.slug, &e)))
+            }
         }
-        if authorization.prompt_none {
-            let e = flow::ErrorRedirect {
-                redirect_uri: authorization.redirect_uri.clone(),
-                error: "login_required",
-                description: "The user is not signed in.".to_owned(),
-                state: authorization.state.clone(),
-            };
-            return Ok(found(&flow::error_location(&state, &tenant.slug, &e)));
-        }
-        let (browser, new_browser) = browser_secret(&req);
-        let sign_in = SignIn {
-            authorization,
-            browser: sha256_hex(&browser),
-        };
-        let tx = flow::start_sign_in(&state, &tenant.slug, &sign_in).await?;
-        let mut res = found(&format!(
-            "{}/login?{}",
-            base_of(&tenant.slug),
-            serde_urlencoded::to_string([("tx", tx.as_str())]).unwrap_or_default()
-        ));
-        if new_browser {
-            res.add_cookie(&cookie(&state, &tenant.slug, BROWSER_COOKIE, browser))
-                .map_err(AppError::internal)?;
-        }
-        Ok(res)
     })
     .await;
     if json {
@@ -385,13 +405,61 @@ pub async fn authorize(req: HttpRequest) -> Result<HttpResponse, AppError> {
     result
 }
 
+/// A checked authorization request: a code at once for a signed-in
+/// browser, else the login page (or `login_required` for `prompt=none`).
+async fn answer_authorization(
+    state: &AppState,
+    req: &HttpRequest,
+    tenant: &Tenant,
+    authorization: Authorization,
+) -> AppResult<HttpResponse> {
+    if let Some(cookie) = cookie_value(req, SESSION_COOKIE)
+        && let Some(session) = flow::browser_session(state, &tenant.slug, &cookie).await?
+        && flow::session_satisfies(&session, &authorization)
+    {
+        let location = flow::issue_code(state, &tenant.slug, &authorization, &session).await?;
+        return Ok(found(&location));
+    }
+    if authorization.prompt_none {
+        let e = flow::ErrorRedirect {
+            redirect_uri: authorization.redirect_uri.clone(),
+            error: "login_required",
+            description: "The user is not signed in.".to_owned(),
+            state: authorization.state.clone(),
+        };
+        return Ok(found(&flow::error_location(state, &tenant.slug, &e)));
+    }
+    let (browser, new_browser) = browser_secret(req);
+    let sign_in = SignIn {
+        authorization,
+        browser: sha256_hex(&browser),
+    };
+    let tx = flow::start_sign_in(state, &tenant.slug, &sign_in).await?;
+    let mut res = found(&format!(
+        "{}/login?{}",
+        base_of(state, &tenant.slug),
+        serde_urlencoded::to_string([("tx", tx.as_str())]).unwrap_or_default()
+    ));
+    if new_browser {
+        res.add_cookie(&cookie(state, &tenant.slug, BROWSER_COOKIE, browser))
+            .map_err(AppError::internal)?;
+    }
+    Ok(res)
+}
+
 /// SPEC §9: unknown client or redirect URI: a 400 page (problem+json when
 /// the caller asked for JSON), never a redirect.
-fn refuse_without_redirect(tenant: &Tenant, why: &str, json: bool) -> AppResult<HttpResponse> {
+fn refuse_without_redirect(
+    state: &AppState,
+    tenant: &Tenant,
+    why: &str,
+    json: bool,
+) -> AppResult<HttpResponse> {
     if json {
         return Err(AppError::new(ErrorCode::InvalidRequest, why).with_realm(&tenant.slug));
     }
     message(
+        state,
         tenant,
         StatusCode::BAD_REQUEST,
         "This sign-in link is not valid",
@@ -421,6 +489,7 @@ async fn open_sign_in(
 }
 
 fn login_form(
+    state: &AppState,
     tenant: &Tenant,
     req: &HttpRequest,
     tx: &str,
@@ -429,7 +498,7 @@ fn login_form(
     notice: Option<&str>,
 ) -> AppResult<String> {
     let browser = cookie_value(req, BROWSER_COOKIE).unwrap_or_default();
-    let base = base_of(&tenant.slug);
+    let base = base_of(state, &tenant.slug);
     render(&LoginPage {
         tenant_name: &tenant.name,
         base: &base,
@@ -473,12 +542,21 @@ pub async fn login_page(req: HttpRequest) -> Result<HttpResponse, AppError> {
     page(&req, async {
         let state = app_state(&req)?;
         let tenant = load_tenant(&state, &realm(&req)).await?;
+        if let Some(page) = suspended(&state, &tenant) {
+            return page;
+        }
         let q: TxQuery = serde_urlencoded::from_str(req.query_string()).unwrap_or(TxQuery {
             tx: None,
             created: None,
         });
         let Some(sign_in) = open_sign_in(&state, &req, &tenant.slug, q.tx.as_deref()).await? else {
-            return message(&tenant, StatusCode::BAD_REQUEST, "Sign-in expired", EXPIRED);
+            return message(
+                &state,
+                &tenant,
+                StatusCode::BAD_REQUEST,
+                "Sign-in expired",
+                EXPIRED,
+            );
         };
         let tx = q.tx.unwrap_or_default();
         let notice = q
@@ -490,7 +568,7 @@ pub async fn login_page(req: HttpRequest) -> Result<HttpResponse, AppError> {
             .login_hint
             .as_deref()
             .unwrap_or_default();
-        let body = login_form(&tenant, &req, &tx, hint, None, notice)?;
+        let body = login_form(&state, &tenant, &req, &tx, hint, None, notice)?;
         Ok(html(
             StatusCode::OK,
             body,
@@ -532,6 +610,9 @@ pub async fn login_submit(
     page(&req, async {
         let state = app_state(&req)?;
         let tenant = load_tenant(&state, &realm(&req)).await?;
+        if let Some(page) = suspended(&state, &tenant) {
+            return page;
+        }
         let mut form = read_form(&req, payload).await?;
         let tx = form.remove("tx").unwrap_or_default();
         let sign_in = open_sign_in(&state, &req, &tenant.slug, Some(&tx)).await?;
@@ -539,7 +620,13 @@ pub async fn login_submit(
         let Some(sign_in) =
             sign_in.filter(|_| csrf_ok(&req, &format!("login:{tx}"), csrf.as_deref()))
         else {
-            return message(&tenant, StatusCode::BAD_REQUEST, "Sign-in expired", EXPIRED);
+            return message(
+                &state,
+                &tenant,
+                StatusCode::BAD_REQUEST,
+                "Sign-in expired",
+                EXPIRED,
+            );
         };
         let authorization = &sign_in.authorization;
         let targets = targets_of(authorization);
@@ -547,7 +634,15 @@ pub async fn login_submit(
         let password = Secret::new(form.remove("password").unwrap_or_default());
         let origin = origin(&req, None);
         let wrong = |email: &str| -> AppResult<HttpResponse> {
-            let body = login_form(&tenant, &req, &tx, email, Some(WRONG_CREDENTIALS), None)?;
+            let body = login_form(
+                &state,
+                &tenant,
+                &req,
+                &tx,
+                email,
+                Some(WRONG_CREDENTIALS),
+                None,
+            )?;
             Ok(html(StatusCode::BAD_REQUEST, body, &targets))
         };
         let Some(signed_in) = check_password(&state, &tenant, &email, &password, &origin).await?
@@ -566,6 +661,7 @@ pub async fn login_submit(
             });
         if client.is_none() {
             return message(
+                &state,
                 &tenant,
                 StatusCode::BAD_REQUEST,
                 "This application is not available",
@@ -605,6 +701,7 @@ pub async fn login_submit(
 }
 
 fn signup_form(
+    state: &AppState,
     tenant: &Tenant,
     req: &HttpRequest,
     tx: &str,
@@ -612,7 +709,7 @@ fn signup_form(
     error: Option<&str>,
 ) -> AppResult<String> {
     let browser = cookie_value(req, BROWSER_COOKIE).unwrap_or_default();
-    let base = base_of(&tenant.slug);
+    let base = base_of(state, &tenant.slug);
     render(&SignupPage {
         tenant_name: &tenant.name,
         base: &base,
@@ -624,8 +721,9 @@ fn signup_form(
     })
 }
 
-fn signup_closed(tenant: &Tenant) -> AppResult<HttpResponse> {
+fn signup_closed(state: &AppState, tenant: &Tenant) -> AppResult<HttpResponse> {
     message(
+        state,
         tenant,
         StatusCode::FORBIDDEN,
         "Sign-up is closed",
@@ -652,8 +750,11 @@ pub async fn signup_page(req: HttpRequest) -> Result<HttpResponse, AppError> {
     page(&req, async {
         let state = app_state(&req)?;
         let tenant = load_tenant(&state, &realm(&req)).await?;
+        if let Some(page) = suspended(&state, &tenant) {
+            return page;
+        }
         if !tenant.settings.self_signup {
-            return signup_closed(&tenant);
+            return signup_closed(&state, &tenant);
         }
         let q: TxQuery = serde_urlencoded::from_str(req.query_string()).unwrap_or(TxQuery {
             tx: None,
@@ -663,9 +764,22 @@ pub async fn signup_page(req: HttpRequest) -> Result<HttpResponse, AppError> {
             .await?
             .is_none()
         {
-            return message(&tenant, StatusCode::BAD_REQUEST, "Sign-in expired", EXPIRED);
+            return message(
+                &state,
+                &tenant,
+                StatusCode::BAD_REQUEST,
+                "Sign-in expired",
+                EXPIRED,
+            );
         }
-        let body = signup_form(&tenant, &req, q.tx.as_deref().unwrap_or_default(), "", None)?;
+        let body = signup_form(
+            &state,
+            &tenant,
+            &req,
+            q.tx.as_deref().unwrap_or_default(),
+            "",
+            None,
+        )?;
         Ok(html(StatusCode::OK, body, &[]))
     })
     .await
@@ -694,14 +808,20 @@ pub async fn signup_submit(
         let state = app_state(&req)?;
         let tenant = load_tenant(&state, &realm(&req)).await?;
         if !tenant.settings.self_signup || tenant.status != crate::domain::TenantStatus::Active {
-            return signup_closed(&tenant);
+            return signup_closed(&state, &tenant);
         }
         let mut form = read_form(&req, payload).await?;
         let tx = form.remove("tx").unwrap_or_default();
         let csrf = form.remove("csrf");
         let open = open_sign_in(&state, &req, &tenant.slug, Some(&tx)).await?;
         if open.is_none() || !csrf_ok(&req, &format!("signup:{tx}"), csrf.as_deref()) {
-            return message(&tenant, StatusCode::BAD_REQUEST, "Sign-in expired", EXPIRED);
+            return message(
+                &state,
+                &tenant,
+                StatusCode::BAD_REQUEST,
+                "Sign-in expired",
+                EXPIRED,
+            );
         }
         let email = form.remove("email").unwrap_or_default();
         let password = Secret::new(form.remove("password").unwrap_or_default());
@@ -710,12 +830,13 @@ pub async fn signup_submit(
         {
             Ok(_) => Ok(see_other(&format!(
                 "{}/login?{}",
-                base_of(&tenant.slug),
+                base_of(&state, &tenant.slug),
                 serde_urlencoded::to_string([("tx", tx.as_str()), ("created", "1")])
                     .unwrap_or_default()
             ))),
             Err(e) if e.code() == ErrorCode::Conflict => {
                 let body = signup_form(
+                    &state,
                     &tenant,
                     &req,
                     &tx,
@@ -730,7 +851,7 @@ pub async fn signup_submit(
                     ErrorCode::ValidationFailed | ErrorCode::WeakPassword
                 ) =>
             {
-                let body = signup_form(&tenant, &req, &tx, &email, Some(e.detail()))?;
+                let body = signup_form(&state, &tenant, &req, &tx, &email, Some(e.detail()))?;
                 Ok(html(StatusCode::BAD_REQUEST, body, &[]))
             }
             Err(e) => Err(e),
@@ -864,6 +985,7 @@ async fn end_session(
     } else if is_post && params.csrf.is_some() {
         if !csrf_ok(req, "end_session", params.csrf.as_deref()) {
             return message(
+                &state,
                 &tenant,
                 StatusCode::BAD_REQUEST,
                 "Sign-out expired",
@@ -881,7 +1003,7 @@ async fn end_session(
         // No proof the application asked: the user confirms first, so a
         // link elsewhere cannot sign anyone out.
         let (secret, new_browser) = browser_secret(req);
-        let base = base_of(&tenant.slug);
+        let base = base_of(&state, &tenant.slug);
         let body = render(&LogoutPage {
             tenant_name: &tenant.name,
             base: &base,
@@ -902,13 +1024,8 @@ async fn end_session(
         }
         return Ok(res);
     }
-    // The browser's sign-in ends with its session; a cookie of another,
-    // still live session stays.
-    let clear = match (&browser, &hint) {
-        (None, _) => browser_cookie.is_some(),
-        (Some(b), Some(h)) => b.sid == h.sid,
-        (Some(_), None) => true,
-    };
+    // SPEC §9: the browser's sign-in ends too (the cookie is cleared).
+    let clear = browser_cookie.is_some();
     if clear && let Some(c) = &browser_cookie {
         flow::forget_browser_session(&state, &tenant.slug, c).await?;
     }
@@ -916,6 +1033,7 @@ async fn end_session(
         Some(location) if is_post => see_other(location),
         Some(location) => found(location),
         None => message(
+            &state,
             &tenant,
             StatusCode::OK,
             "Signed out",

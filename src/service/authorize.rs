@@ -19,6 +19,9 @@ use crate::store::session::Ephemeral;
 pub const SIGN_IN_TTL: u64 = 600;
 /// How long an authorization code is valid: 60 seconds (SPEC §9).
 pub const CODE_TTL: u64 = 60;
+/// Longest `state` accepted (it is kept with the sign-in and sent back).
+pub const MAX_STATE: usize = 1024;
+
 /// Scopes the authorization endpoint grants (SPEC §9); others are dropped.
 pub const KNOWN_SCOPES: &[&str] = &["openid", "email", "offline_access"];
 
@@ -92,18 +95,41 @@ pub fn pkce_value_ok(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
 }
 
+/// The parameters of an authorization request (RFC 6749 §4.1.1, RFC 7636
+/// §4.3, OIDC Core §3.1.2.1); others are ignored (RFC 6749 §3.1).
+pub const PARAMETERS: &[&str] = &[
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "prompt",
+    "max_age",
+    "login_hint",
+    "request",
+    "request_uri",
+];
+
 /// Checks an authorization request against the tenant and its client.
-/// `repeated` names a parameter that was sent more than once.
+/// `repeated` names the parameters of [`PARAMETERS`] sent more than once
+/// (RFC 6749 §3.1: each at most once).
 pub async fn check(
     state: &AppState,
     tenant: &Tenant,
     params: AuthorizeParams,
-    repeated: Option<&str>,
+    repeated: &[String],
 ) -> AppResult<Result<(std::sync::Arc<Client>, Authorization), Refusal>> {
     let no_redirect = |why: &str| Ok(Err(Refusal::NoRedirect(why.to_owned())));
-    if let Some(name @ ("client_id" | "redirect_uri")) = repeated {
+    if let Some(name) = repeated
+        .iter()
+        .find(|n| *n == "client_id" || *n == "redirect_uri")
+    {
         return no_redirect(&format!("The parameter {name} is repeated."));
     }
+    let repeated = repeated.first();
     let Some(client_id) = params.client_id.filter(|c| !c.is_empty()) else {
         return no_redirect("The request names no client (client_id is missing).");
     };
@@ -220,7 +246,7 @@ pub async fn check(
     let max_age = match params.max_age.as_deref() {
         None | Some("") => None,
         Some(v) => match v.parse::<u64>() {
-            Ok(n) => Some(n),
+            Ok(n) => Some(n.min(i64::MAX as u64)),
             Err(_) => {
                 return refuse(
                     "invalid_request",
@@ -231,8 +257,8 @@ pub async fn check(
         },
     };
     let (nonce, login_hint) = match (
-        bounded(params.nonce, 512, "nonce"),
-        bounded(params.login_hint, 320, "login_hint"),
+        bounded(params.nonce, 256, "nonce"),
+        bounded(params.login_hint, 254, "login_hint"),
     ) {
         (Ok(n), Ok(h)) => (n, h),
         (Err(e), _) | (_, Err(e)) => return refuse("invalid_request", &e, &st),
@@ -407,7 +433,10 @@ pub fn session_satisfies(session: &BrowserSession, authorization: &Authorization
         return false;
     }
     match authorization.max_age {
-        Some(max_age) => unix_now().saturating_sub(session.auth_time) <= max_age as i64,
+        Some(max_age) => {
+            unix_now().saturating_sub(session.auth_time)
+                <= i64::try_from(max_age).unwrap_or(i64::MAX)
+        }
         None => true,
     }
 }

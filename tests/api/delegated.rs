@@ -2441,3 +2441,136 @@ async fn self_signup_from_the_login_page_returns_to_the_same_sign_in() {
     let redirect = location(&res).expect("Location");
     code_from(&redirect, &a, &s.issuer);
 }
+
+#[tokio::test]
+async fn a_refresh_token_forged_from_an_access_tokens_jti_ends_nothing() {
+    let (app, admin, s) = start().await;
+    let spa = register_client(
+        &app,
+        &admin,
+        &s.t,
+        "public",
+        &["https://spa.example.com/callback"],
+        &[],
+    )
+    .await;
+    let browser = browser();
+    let (_, tokens) = tokens(&app, &s, &browser, &spa).await;
+    let access = str_of(&tokens, "access_token");
+    let jti = jwt_claims(access)["jti"].as_str().expect("jti").to_owned();
+    // Whoever sees the access token knows its jti: a refresh token that
+    // names it as its family (16 bytes of UUID, then 32 of anything) must
+    // be just unknown, not "reuse" that ends the session.
+    let uuid = uuid::Uuid::parse_str(&jti).expect("jti is a UUID");
+    let mut forged = uuid.as_bytes().to_vec();
+    forged.extend_from_slice(&[0u8; 32]);
+    let forged = URL_SAFE_NO_PAD.encode(forged);
+    assert_invalid_grant(refresh(&app, &s.t, &spa, &forged).await, "forged").await;
+    let userinfo = format!("/tenants/{}/oauth/userinfo", s.t);
+    assert_eq!(app.get(&userinfo, access).await.status(), StatusCode::OK);
+    let res = refresh(&app, &s.t, &spa, str_of(&tokens, "refresh_token")).await;
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "the real refresh token still works"
+    );
+}
+
+#[tokio::test]
+async fn a_suspended_tenant_shows_no_login_form_and_signs_nobody_in() {
+    let (app, admin, s) = start().await;
+    let browser = browser();
+    let a = authorize_at(&app, &s.t, &s.rp, |_| {});
+    let page = open_login(&browser, &a.url).await;
+    let res = app
+        .patch_json(
+            &format!("/admin/tenants/{}", s.t),
+            &admin,
+            &json!({"status": "suspended"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    // The form opened before the suspension is refused with the right
+    // password: no session, no code.
+    let res = submit(&browser, &page, &s.email, USER_PASSWORD).await;
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    assert!(res.headers().get("location").is_none());
+    assert!(set_cookie(&res, "latchkey_session").is_none());
+    assert_html(&res);
+    let res = browser.get(page.action.clone()).send().await.expect("page");
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn repeated_parameters_never_redirect_for_the_client_and_unknown_ones_are_ignored() {
+    let (app, _admin, s) = start().await;
+    let browser = browser();
+    // client_id or redirect_uri twice: the page, whatever else is repeated.
+    for key in ["client_id", "redirect_uri"] {
+        let a = authorize_at(&app, &s.t, &s.rp, |p| {
+            p.insert(0, ("x", "1".to_owned()));
+            p.insert(0, ("x", "2".to_owned()));
+            let value = p.iter().find(|(k, _)| *k == key).expect("param").1.clone();
+            p.push((key, value));
+        });
+        let res = browser.get(&a.url).send().await.expect("authorize");
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "{key}");
+        assert!(res.headers().get("location").is_none(), "{key}");
+    }
+    // A known parameter twice: invalid_request at the client.
+    let a = authorize_at(&app, &s.t, &s.rp, |p| {
+        p.push(("scope", "openid".to_owned()))
+    });
+    let res = browser.get(&a.url).send().await.expect("authorize");
+    assert_eq!(res.status(), StatusCode::FOUND);
+    let to = location(&res).expect("Location");
+    assert_eq!(param(&to, "error").as_deref(), Some("invalid_request"));
+    // An unknown parameter twice is ignored (RFC 6749 §3.1).
+    let a = authorize_at(&app, &s.t, &s.rp, |p| {
+        p.push(("ui_locales", "en".to_owned()));
+        p.push(("ui_locales", "de".to_owned()));
+    });
+    assert!(is_login_page(&redirected(&browser, &a.url).await));
+}
+
+#[tokio::test]
+async fn userinfo_names_the_email_only_with_the_email_scope() {
+    let (app, _admin, s) = start().await;
+    let browser = browser();
+    let (a, code) = fresh_code(&app, &s, &browser, &s.rp, |p| set(p, "scope", "openid")).await;
+    let res = exchange(&app, &s.t, &s.rp, &code, &a.redirect_uri, &a.verifier).await;
+    let tokens = json(res).await;
+    assert_eq!(str_of(&tokens, "scope"), "openid");
+    let id = jwt_claims(str_of(&tokens, "id_token"));
+    assert!(id.get("email").is_none(), "{id}");
+    let res = app
+        .get(
+            &format!("/tenants/{}/oauth/userinfo", s.t),
+            str_of(&tokens, "access_token"),
+        )
+        .await;
+    let info = json(res).await;
+    assert_eq!(info["sub"], s.user_id.as_str());
+    assert!(info.get("email").is_none(), "{info}");
+}
+
+#[tokio::test]
+async fn the_hosted_pages_live_under_the_public_urls_path() {
+    let app =
+        spawn_app_with(|c| c.public_url = Some("http://id.example.test/auth".to_owned())).await;
+    let admin = app.admin_token().await;
+    let s = tenant(&app, &admin, json!({})).await;
+    let a = authorize_at(&app, &s.t, &s.rp, |_| {});
+    let res = browser().get(&a.url).send().await.expect("authorize");
+    assert_eq!(res.status(), StatusCode::FOUND);
+    let raw = header(&res, "location").expect("Location");
+    assert!(
+        raw.starts_with(&format!("/auth/tenants/{}/login?tx=", s.t)),
+        "{raw}"
+    );
+    let cookie = set_cookie(&res, "latchkey_login").expect("binding cookie");
+    assert!(
+        cookie.contains(&format!("Path=/auth/tenants/{}/", s.t)),
+        "{cookie}"
+    );
+}

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use latchkey::store::session::{
-    AccessState, EndReason, LockoutPolicy, LoginLock, MemoryStore, PresentedRefresh, RedisStore,
-    RefreshRecord, RefreshState, Reservation, RotateOutcome, Rotation, SessionRecord, SessionStore,
-    UserCut,
+    AccessState, EndReason, Ephemeral, LockoutPolicy, LoginLock, MemoryStore, PresentedRefresh,
+    RedisStore, RefreshRecord, RefreshState, Reservation, RotateOutcome, Rotation, SessionRecord,
+    SessionStore, Taken, UserCut,
 };
 
 async fn stores() -> Vec<(&'static str, Arc<dyn SessionStore>)> {
@@ -758,6 +758,110 @@ async fn sessions_that_are_over_do_not_count_towards_the_cap() {
                 .expect("get")
                 .is_some(),
             "{name}: the oldest live session survives"
+        );
+    }
+}
+
+#[tokio::test]
+async fn short_lived_records_expire_and_a_code_is_taken_once() {
+    for (name, store) in stores().await {
+        let (t, kind) = ("t", Ephemeral::SignIn);
+        store
+            .put_ephemeral(t, kind, "tx1", "{\"a\":1}", 1)
+            .await
+            .expect("put");
+        assert_eq!(
+            store
+                .get_ephemeral(t, kind, "tx1")
+                .await
+                .expect("get")
+                .as_deref(),
+            Some("{\"a\":1}"),
+            "{name}"
+        );
+        // Kinds and tenants do not see each other's records.
+        assert_eq!(
+            store
+                .get_ephemeral(t, Ephemeral::Code, "tx1")
+                .await
+                .expect("get"),
+            None
+        );
+        assert_eq!(
+            store.get_ephemeral("u", kind, "tx1").await.expect("get"),
+            None
+        );
+        store
+            .put_ephemeral(t, kind, "tx2", "v", 60)
+            .await
+            .expect("put");
+        store
+            .delete_ephemeral(t, kind, "tx2")
+            .await
+            .expect("delete");
+        assert_eq!(
+            store.get_ephemeral(t, kind, "tx2").await.expect("get"),
+            None,
+            "{name}"
+        );
+
+        let code = Ephemeral::Code;
+        store
+            .put_ephemeral(t, code, "c1", "grant", 60)
+            .await
+            .expect("put");
+        let takes = futures_util::future::join_all((0..8).map(|i| {
+            let store = store.clone();
+            async move {
+                store
+                    .take_ephemeral("t", Ephemeral::Code, "c1", &format!("m{i}"), 2)
+                    .await
+            }
+        }))
+        .await;
+        let fresh = takes
+            .iter()
+            .filter(|r| matches!(r, Ok(Taken::Fresh(v)) if v == "grant"))
+            .count();
+        assert_eq!(fresh, 1, "{name}: exactly one take wins");
+        let marks: Vec<&str> = takes
+            .iter()
+            .filter_map(|r| match r {
+                Ok(Taken::Used(m)) => Some(m.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(marks.len(), 7, "{name}");
+        // Every later take sees the winner's mark (and only that one).
+        assert!(marks.windows(2).all(|w| w[0] == w[1]), "{name}: {marks:?}");
+        // A taken record is no longer readable as fresh.
+        assert_eq!(
+            store.get_ephemeral(t, code, "c1").await.expect("get"),
+            None,
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .take_ephemeral(t, code, "nope", "m", 2)
+                .await
+                .expect("take"),
+            Taken::Missing,
+            "{name}"
+        );
+
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert_eq!(
+            store.get_ephemeral(t, kind, "tx1").await.expect("get"),
+            None,
+            "{name}: expired"
+        );
+        assert_eq!(
+            store
+                .take_ephemeral(t, code, "c1", "m", 2)
+                .await
+                .expect("take"),
+            Taken::Missing,
+            "{name}: the mark lives as long as it was told"
         );
     }
 }

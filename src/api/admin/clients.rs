@@ -121,11 +121,11 @@ impl From<PublicGrant> for GrantType {
 
 /// A redirect URI (SPEC §9): https, http of a loopback IP literal (or any
 /// host while the public URL is http), or a private-use scheme of a native
-/// app; printable ASCII without fragment (percent-encode the rest).
+/// app; the characters of RFC 3986 without fragment (percent-encode the rest).
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
 #[schema(
-    pattern = "^(https?://[!-\"$-Z\\\\^-~]+|http://\\[::1\\](:[0-9]{1,5})?(/[!-\"$-Z\\\\^-~]*)?|[a-z][a-z0-9+-]*(\\.[a-z0-9+-]+)+:/[!-\"$-Z\\\\^-~]*)$",
+    pattern = "^(https?://[!$-;=?-Z_a-z~]+|http://\\[::1\\](:[0-9]{1,5})?(/[!$-;=?-Z_a-z~]*)?|[a-z][a-z0-9+-]*(\\.[a-z0-9+-]+)+:/[!$-;=?-Z_a-z~]*)$",
     max_length = 2000
 )]
 pub struct RedirectUri(String);

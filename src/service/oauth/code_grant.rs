@@ -50,33 +50,54 @@ pub(super) async fn grant(
             "code_verifier must be 43 to 128 unreserved characters (RFC 7636 §4.1).",
         ));
     }
+    let hash = sha256_hex(code.expose());
+    let binding_holds = |grant: &CodeGrant| {
+        grant.client_id == client.client_id
+            && grant.redirect_uri == redirect_uri
+            && pkce_matches(verifier.expose(), &grant.code_challenge)
+    };
+    // The binding is checked before the code is taken, so a request that
+    // could never have exchanged it (another client, a guessed verifier)
+    // does not spend it; the take below is what makes it single use.
+    let stored = state
+        .sessions
+        .get_ephemeral(&tenant.slug, Ephemeral::Code, &hash)
+        .await?
+        .and_then(|v| serde_json::from_str::<CodeGrant>(&v).ok());
+    if stored.as_ref().is_some_and(|g| !binding_holds(g)) {
+        return Err(oauth(ErrorCode::InvalidGrant, MISMATCH));
+    }
     // What this exchange will issue is named before the code is taken, so
     // that a second use of the code can revoke it (RFC 6749 §4.1.2): the
-    // refresh family and the first access token's `jti` share this id.
-    let first = uuid::Uuid::new_v4().to_string();
+    // first access token's `jti` and the refresh family, two independent
+    // random ids (a family id is a secret of its refresh tokens).
+    let issued = Issued {
+        jti: uuid::Uuid::new_v4().to_string(),
+        family_id: uuid::Uuid::new_v4().to_string(),
+    };
     let taken = state
         .sessions
         .take_ephemeral(
             &tenant.slug,
             Ephemeral::Code,
-            &sha256_hex(code.expose()),
-            &first,
+            &hash,
+            &issued.mark(),
+            mark_ttl(state, tenant),
         )
         .await?;
     let grant: CodeGrant = match taken {
         Taken::Fresh(value) => {
             serde_json::from_str(&value).map_err(|_| oauth(ErrorCode::InvalidGrant, BAD_CODE))?
         }
-        Taken::Used(issued) => {
-            code_replayed(state, tenant, &issued).await;
+        Taken::Used(mark) => {
+            if let Some(first) = Issued::parse(&mark) {
+                code_replayed(state, tenant, &first).await;
+            }
             return Err(oauth(ErrorCode::InvalidGrant, BAD_CODE));
         }
         Taken::Missing => return Err(oauth(ErrorCode::InvalidGrant, BAD_CODE)),
     };
-    if grant.client_id != client.client_id
-        || grant.redirect_uri != redirect_uri
-        || !pkce_matches(verifier.expose(), &grant.code_challenge)
-    {
+    if !binding_holds(&grant) {
         return Err(oauth(ErrorCode::InvalidGrant, MISMATCH));
     }
     let (Some(session), Some(user)) = (
@@ -97,8 +118,8 @@ pub(super) async fn grant(
         client,
         &session,
         &grant.scope,
-        Some(first.clone()),
-        Some(first),
+        Some(issued.family_id),
+        Some(issued.jti),
     )
     .await?;
     let id_token = if id_tokens::wants_id_token(&grant.scope) {
@@ -125,15 +146,44 @@ pub(super) async fn grant(
     })
 }
 
+/// What the first exchange of a code issues, as the used code's mark
+/// (`{jti} {family}`).
+struct Issued {
+    jti: String,
+    family_id: String,
+}
+
+impl Issued {
+    fn mark(&self) -> String {
+        format!("{} {}", self.jti, self.family_id)
+    }
+
+    fn parse(mark: &str) -> Option<Self> {
+        let (jti, family_id) = mark.split_once(' ')?;
+        (uuid::Uuid::parse_str(jti).is_ok() && uuid::Uuid::parse_str(family_id).is_ok()).then(
+            || Self {
+                jti: jti.to_owned(),
+                family_id: family_id.to_owned(),
+            },
+        )
+    }
+}
+
+/// How long a used code is remembered: as long as the access token its
+/// first use issued can live, so a replay in that time still revokes it.
+fn mark_ttl(state: &AppState, tenant: &Tenant) -> u64 {
+    tenant.settings.access_token_ttl_seconds + state.config.clock_leeway_seconds
+}
+
 /// A code came back after its first use: what that use issued is revoked
 /// (its refresh family and its access token), and the event recorded.
-async fn code_replayed(state: &AppState, tenant: &Tenant, issued: &str) {
-    if uuid::Uuid::parse_str(issued).is_err() {
-        return;
-    }
+async fn code_replayed(state: &AppState, tenant: &Tenant, issued: &Issued) {
     let exp = unix_now() + tenant.settings.access_token_ttl_seconds as i64;
-    let family = state.sessions.revoke_family(&tenant.slug, issued).await;
-    let access = revocation::deny_access_token(state, &tenant.slug, issued, exp).await;
+    let family = state
+        .sessions
+        .revoke_family(&tenant.slug, &issued.family_id)
+        .await;
+    let access = revocation::deny_access_token(state, &tenant.slug, &issued.jti, exp).await;
     if let Err(e) = family {
         tracing::error!(tenant = %tenant.slug, error = %e, "replayed code: family not revoked");
     }

@@ -247,7 +247,10 @@ pub(crate) async fn issue_tokens(
             .ok_or_else(|| AppError::internal(anyhow::anyhow!("family id is not a UUID")))?;
         let s = &tenant.settings;
         let now = unix_now();
-        let family_expires_at = now + s.refresh_token_ttl_seconds as i64;
+        // A family ends with its session at the latest (a later client of a
+        // browser session gets what is left of it).
+        let family_expires_at = (now + s.refresh_token_ttl_seconds as i64)
+            .min(session.created_at + s.refresh_token_ttl_seconds as i64);
         let record = RefreshRecord {
             family_id: family_id.clone(),
             session_id: session.id.clone(),

@@ -63,6 +63,10 @@ struct Inner {
     writes: u64,
 }
 
+/// Short-lived records (sign-in transactions, codes, browser sessions) held
+/// at most, all tenants together.
+const MAX_EPHEMERAL: usize = 200_000;
+
 fn key(tenant: &str, kind: &str, id: &str) -> String {
     format!("{tenant}\u{0}{kind}\u{0}{id}")
 }
@@ -99,6 +103,32 @@ impl Inner {
         self.ephemeral.retain(|_, e| e.live(now));
         self.user_sessions
             .retain(|_, e| e.live(now) && !e.value.is_empty());
+    }
+
+    /// Keeps the short-lived records under [`MAX_EPHEMERAL`]: expired ones
+    /// go first, then the sign-in transactions (which anyone may start)
+    /// closest to expiry, so memory stays bounded whatever arrives.
+    fn bound_ephemeral(&mut self) {
+        if self.ephemeral.len() < MAX_EPHEMERAL {
+            return;
+        }
+        let now = Instant::now();
+        self.ephemeral.retain(|_, e| e.live(now));
+        let excess = (self.ephemeral.len() + 1).saturating_sub(MAX_EPHEMERAL * 9 / 10);
+        if self.ephemeral.len() < MAX_EPHEMERAL || excess == 0 {
+            return;
+        }
+        let sign_in = format!("\u{0}{}\u{0}", super::Ephemeral::SignIn.prefix());
+        let mut by_expiry: Vec<(Option<Instant>, String)> = self
+            .ephemeral
+            .iter()
+            .filter(|(k, _)| k.contains(&sign_in))
+            .map(|(k, e)| (e.until, k.clone()))
+            .collect();
+        by_expiry.sort();
+        for (_, k) in by_expiry.into_iter().take(excess) {
+            self.ephemeral.remove(&k);
+        }
     }
 
     fn cutoff(&self, tenant: &str, user: &str) -> Option<&str> {
@@ -692,6 +722,7 @@ impl SessionStore for MemoryStore {
         ttl: u64,
     ) -> Result<(), StoreError> {
         let mut inner = self.inner.lock();
+        inner.bound_ephemeral();
         inner.ephemeral.insert(
             key(tenant, kind.prefix(), id),
             Expiring {
@@ -735,12 +766,14 @@ impl SessionStore for MemoryStore {
         kind: Ephemeral,
         id: &str,
         mark: &str,
+        mark_ttl: u64,
     ) -> Result<Taken, StoreError> {
         let mut inner = self.inner.lock();
         let k = key(tenant, kind.prefix(), id);
         let taken = taken_of(Inner::get_live(&inner.ephemeral, &k).map(String::as_str));
         if let (Taken::Fresh(_), Some(entry)) = (&taken, inner.ephemeral.get_mut(&k)) {
             entry.value = format!("{USED}{mark}");
+            entry.until = after(mark_ttl.max(1));
         }
         Ok(taken)
     }

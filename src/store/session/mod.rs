@@ -549,15 +549,16 @@ pub trait SessionStore: Send + Sync + 'static {
     ) -> Result<(), StoreError>;
 
     /// Takes a single-use record atomically: the first call answers
-    /// [`Taken::Fresh`] and leaves `mark` in its place until the record
-    /// would have expired; every later call answers [`Taken::Used`] with
-    /// that mark (so a replay can undo what the first use issued).
+    /// [`Taken::Fresh`] and leaves `mark` in its place for `mark_ttl`
+    /// seconds; every later call answers [`Taken::Used`] with that mark (so
+    /// a replay can undo what the first use issued).
     async fn take_ephemeral(
         &self,
         tenant: &str,
         kind: Ephemeral,
         id: &str,
         mark: &str,
+        mark_ttl: u64,
     ) -> Result<Taken, StoreError>;
 
     /// Checks that the store answers.

@@ -863,10 +863,13 @@ impl SessionStore for RedisStore {
         kind: Ephemeral,
         id: &str,
         mark: &str,
+        mark_ttl: u64,
     ) -> Result<Taken, StoreError> {
         let mut conn = self.conn.clone();
         let mut inv = self.take.prepare_invoke();
-        inv.key(self.key(tenant, kind.prefix(), id)).arg(mark);
+        inv.key(self.key(tenant, kind.prefix(), id))
+            .arg(mark)
+            .arg(mark_ttl.max(1));
         let stored: Option<String> = self
             .call("take_ephemeral", inv.invoke_async(&mut conn))
             .await?;
