@@ -2574,3 +2574,43 @@ async fn the_hosted_pages_live_under_the_public_urls_path() {
         "{cookie}"
     );
 }
+
+#[tokio::test]
+async fn a_password_change_a_disable_or_refresh_reuse_ends_the_browser_sign_in() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let s = tenant(&app, &admin, json!({"refresh_grace_seconds": 0})).await;
+    let user = format!("/admin/tenants/{}/users/{}", s.t, s.user_id);
+
+    // Refresh-token reuse ends the session, and with it the browser's.
+    let (first, tokens) = signed_in_browser(&app, &s).await;
+    let old = str_of(&tokens, "refresh_token").to_owned();
+    let res = refresh(&app, &s.t, &s.rp, &old).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_invalid_grant(refresh(&app, &s.t, &s.rp, &old).await, "reuse").await;
+    assert_signed_out(&app, &s, &first, "refresh token reuse").await;
+
+    // An admin setting a new password.
+    let (second, _) = signed_in_browser(&app, &s).await;
+    let res = app
+        .patch_json(
+            &user,
+            &admin,
+            &json!({"password": "nine silver trains cross the bay"}),
+        )
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_signed_out(&app, &s, &second, "a password change").await;
+    let res = app
+        .patch_json(&user, &admin, &json!({"password": USER_PASSWORD}))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    // Disabling the user.
+    let (third, _) = signed_in_browser(&app, &s).await;
+    let res = app
+        .patch_json(&user, &admin, &json!({"status": "disabled"}))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_signed_out(&app, &s, &third, "disabling the user").await;
+}

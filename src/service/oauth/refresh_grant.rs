@@ -63,7 +63,9 @@ pub(super) async fn grant(
                 successor_is_current,
                 sealed_successor,
             } => {
-                let in_grace = now - rotated_at <= tenant.settings.refresh_grace_seconds as i64;
+                // A grace of 0 is none at all (not "the same second").
+                let grace = tenant.settings.refresh_grace_seconds as i64;
+                let in_grace = grace > 0 && now - rotated_at <= grace;
                 if successor_is_current
                     && in_grace
                     && let Some(sealed) = sealed_successor
