@@ -319,7 +319,11 @@ fn loopback_parts(uri: &str) -> Option<(&'static str, &str)> {
     let after = match after.strip_prefix(':') {
         Some(port) => {
             let digits = port.bytes().take_while(u8::is_ascii_digit).count();
-            if !(1..=5).contains(&digits) {
+            // A port is 1 to 65535, written without leading zeros.
+            let valid = (1..=5).contains(&digits)
+                && !port.starts_with('0')
+                && port[..digits].parse::<u16>().is_ok_and(|p| p > 0);
+            if !valid {
                 return None;
             }
             &port[digits..]
@@ -526,6 +530,21 @@ mod tests {
         }
         // Not a loopback literal (empty port): only while http is allowed.
         assert!(!redirect_uri_allowed("http://127.0.0.1:/cb", true));
+        for port in ["0", "00009", "99999", "65536"] {
+            let uri = format!("http://127.0.0.1:{port}/cb");
+            assert!(!redirect_uri_matches("http://127.0.0.1/cb", &uri), "{uri}");
+        }
+        assert!(redirect_uri_matches(
+            "http://127.0.0.1/cb",
+            "http://127.0.0.1:65535/cb"
+        ));
+        for bad in [
+            "https://a.example\\@b.example/cb",
+            "https://a.example/<x>",
+            "https://a.example/{x}",
+        ] {
+            assert!(!redirect_uri_allowed(bad, true), "{bad}");
+        }
         assert!(redirect_uri_allowed("http://localhost:3000/cb", false));
         assert!(!redirect_uri_allowed("http://localhost:3000/cb", true));
         assert!(redirect_uri_matches(

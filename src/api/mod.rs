@@ -370,15 +370,21 @@ pub async fn fallback(
     routes: web::Data<RouteTable>,
 ) -> Result<HttpResponse, AppError> {
     let realm = extract::realm(&req);
-    match routes.allowed(req.path()) {
-        Some(methods) => Err(AppError::new(
+    // The hosted pages answer in HTML, whatever went wrong.
+    let flavor = if crate::ratelimit::is_hosted_page(req.path()) {
+        crate::error::Flavor::Html
+    } else {
+        crate::error::Flavor::Problem
+    };
+    let error = match routes.allowed(req.path()) {
+        Some(methods) => AppError::new(
             ErrorCode::MethodNotAllowed,
             format!("{} is not allowed here", req.method()),
         )
-        .with_allow(&methods.join(", "))
-        .with_realm(&realm)),
-        None => Err(AppError::not_found("The resource").with_realm(&realm)),
-    }
+        .with_allow(&methods.join(", ")),
+        None => AppError::not_found("The resource"),
+    };
+    Err(error.with_realm(&realm).in_flavor(flavor))
 }
 
 /// 204 with no body.

@@ -201,14 +201,36 @@ fn removal<'c>(state: &AppState, tenant: &str, name: &'c str) -> Cookie<'c> {
 fn cookie_value(req: &HttpRequest, name: &str) -> Option<String> {
     req.cookie(name)
         .map(|c| c.value().to_owned())
-        .filter(|v| !v.is_empty() && v.len() <= 64)
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+}
+
+/// A binding cookie latchkey issued: `{random}.{mac}`, the MAC under a
+/// key derived from the master key. A value planted by anyone else (a
+/// sibling domain, plain http) is not one, so its CSRF tokens are unknown.
+fn signed_binding(state: &AppState, value: &str) -> bool {
+    let Some((random, mac)) = value.split_once('.') else {
+        return false;
+    };
+    let expected =
+        URL_SAFE_NO_PAD.encode(state.keys.master().mac(BROWSER_COOKIE, random.as_bytes()));
+    expected.as_bytes().ct_eq(mac.as_bytes()).into()
+}
+
+/// The browser's binding secret, if it sent one latchkey issued.
+fn browser_binding(state: &AppState, req: &HttpRequest) -> Option<String> {
+    cookie_value(req, BROWSER_COOKIE).filter(|v| signed_binding(state, v))
 }
 
 /// The browser's binding secret, and whether it is new (to be set).
-fn browser_secret(req: &HttpRequest) -> (String, bool) {
-    match cookie_value(req, BROWSER_COOKIE) {
+fn browser_secret(state: &AppState, req: &HttpRequest) -> (String, bool) {
+    match browser_binding(state, req) {
         Some(v) => (v, false),
-        None => (random_token(), true),
+        None => {
+            let random = random_token();
+            let mac =
+                URL_SAFE_NO_PAD.encode(state.keys.master().mac(BROWSER_COOKIE, random.as_bytes()));
+            (format!("{random}.{mac}"), true)
+        }
     }
 }
 
@@ -219,8 +241,8 @@ fn csrf_token(browser: &str, purpose: &str) -> String {
     URL_SAFE_NO_PAD.encode(hmac::sign(&key, purpose.as_bytes()).as_ref())
 }
 
-fn csrf_ok(req: &HttpRequest, purpose: &str, presented: Option<&str>) -> bool {
-    let (Some(browser), Some(presented)) = (cookie_value(req, BROWSER_COOKIE), presented) else {
+fn csrf_ok(state: &AppState, req: &HttpRequest, purpose: &str, presented: Option<&str>) -> bool {
+    let (Some(browser), Some(presented)) = (browser_binding(state, req), presented) else {
         return false;
     };
     csrf_token(&browser, purpose)
@@ -429,7 +451,7 @@ async fn answer_authorization(
         };
         return Ok(found(&flow::error_location(state, &tenant.slug, &e)));
     }
-    let (browser, new_browser) = browser_secret(req);
+    let (browser, new_browser) = browser_secret(state, req);
     let sign_in = SignIn {
         authorization,
         browser: sha256_hex(&browser),
@@ -475,7 +497,7 @@ async fn open_sign_in(
     tenant: &str,
     tx: Option<&str>,
 ) -> AppResult<Option<SignIn>> {
-    let (Some(tx), Some(browser)) = (tx, cookie_value(req, BROWSER_COOKIE)) else {
+    let (Some(tx), Some(browser)) = (tx, browser_binding(state, req)) else {
         return Ok(None);
     };
     let Some(sign_in) = flow::sign_in(state, tenant, tx).await? else {
@@ -497,7 +519,7 @@ fn login_form(
     error: Option<&str>,
     notice: Option<&str>,
 ) -> AppResult<String> {
-    let browser = cookie_value(req, BROWSER_COOKIE).unwrap_or_default();
+    let browser = browser_binding(state, req).unwrap_or_default();
     let base = base_of(state, &tenant.slug);
     render(&LoginPage {
         tenant_name: &tenant.name,
@@ -618,7 +640,7 @@ pub async fn login_submit(
         let sign_in = open_sign_in(&state, &req, &tenant.slug, Some(&tx)).await?;
         let csrf = form.remove("csrf");
         let Some(sign_in) =
-            sign_in.filter(|_| csrf_ok(&req, &format!("login:{tx}"), csrf.as_deref()))
+            sign_in.filter(|_| csrf_ok(&state, &req, &format!("login:{tx}"), csrf.as_deref()))
         else {
             return message(
                 &state,
@@ -668,6 +690,15 @@ pub async fn login_submit(
                 "The application you came from can no longer sign users in here.",
             );
         }
+        if !flow::finish_sign_in(&state, &tenant.slug, &tx).await? {
+            return message(
+                &state,
+                &tenant,
+                StatusCode::BAD_REQUEST,
+                "Sign-in expired",
+                EXPIRED,
+            );
+        }
         let Some(session) = start_session(
             &state,
             &tenant,
@@ -689,7 +720,6 @@ pub async fn login_submit(
         if let Some(old) = cookie_value(&req, SESSION_COOKIE) {
             flow::forget_browser_session(&state, &tenant.slug, &old).await?;
         }
-        flow::finish_sign_in(&state, &tenant.slug, &tx).await?;
         let location =
             flow::issue_code(&state, &tenant.slug, authorization, &browser_session).await?;
         let mut res = see_other(&location);
@@ -708,7 +738,7 @@ fn signup_form(
     email: &str,
     error: Option<&str>,
 ) -> AppResult<String> {
-    let browser = cookie_value(req, BROWSER_COOKIE).unwrap_or_default();
+    let browser = browser_binding(state, req).unwrap_or_default();
     let base = base_of(state, &tenant.slug);
     render(&SignupPage {
         tenant_name: &tenant.name,
@@ -814,7 +844,7 @@ pub async fn signup_submit(
         let tx = form.remove("tx").unwrap_or_default();
         let csrf = form.remove("csrf");
         let open = open_sign_in(&state, &req, &tenant.slug, Some(&tx)).await?;
-        if open.is_none() || !csrf_ok(&req, &format!("signup:{tx}"), csrf.as_deref()) {
+        if open.is_none() || !csrf_ok(&state, &req, &format!("signup:{tx}"), csrf.as_deref()) {
             return message(
                 &state,
                 &tenant,
@@ -981,9 +1011,12 @@ async fn end_session(
     };
     let ended = if let Some(hint) = &hint {
         end_browser_sign_in(&state, req, &tenant, &hint.sid, &hint.sub).await?;
-        true
+        // A browser signed in with another session is asked first: any ID
+        // token (an attacker's own, old one) is a valid hint, and must not
+        // sign a stranger's browser out from a link elsewhere.
+        browser.as_ref().is_none_or(|b| b.sid == hint.sid)
     } else if is_post && params.csrf.is_some() {
-        if !csrf_ok(req, "end_session", params.csrf.as_deref()) {
+        if !csrf_ok(&state, req, "end_session", params.csrf.as_deref()) {
             return message(
                 &state,
                 &tenant,
@@ -1002,7 +1035,7 @@ async fn end_session(
     if !ended {
         // No proof the application asked: the user confirms first, so a
         // link elsewhere cannot sign anyone out.
-        let (secret, new_browser) = browser_secret(req);
+        let (secret, new_browser) = browser_secret(&state, req);
         let base = base_of(&state, &tenant.slug);
         let body = render(&LogoutPage {
             tenant_name: &tenant.name,

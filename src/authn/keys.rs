@@ -64,6 +64,20 @@ impl MasterKey {
         Self(h.finalize().into())
     }
 
+    /// HMAC-SHA256 of `message` under a key derived from this one for
+    /// `label` (one key per purpose): values latchkey hands out and must
+    /// recognise as its own, such as a browser's binding cookie.
+    pub fn mac(&self, label: &str, message: &[u8]) -> [u8; 32] {
+        use aws_lc_rs::hmac;
+        let mut derived = self.0.to_vec();
+        derived.extend_from_slice(label.as_bytes());
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &derived);
+        let tag = hmac::sign(&key, message);
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&tag.as_ref()[..32]);
+        out
+    }
+
     pub fn generate() -> Self {
         let mut key = [0u8; 32];
         rand::rng().fill_bytes(&mut key);

@@ -80,9 +80,20 @@ pub struct ErrorRedirect {
     pub state: Option<String>,
 }
 
+/// Text that can be kept and sent back as it came: no control character,
+/// and no U+FFFD (what bytes that are not UTF-8 were read as).
+fn sendable(s: &str) -> bool {
+    !s.chars()
+        .any(|c| c.is_control() || c == char::REPLACEMENT_CHARACTER)
+}
+
+/// A parameter of at most `max` bytes that can be kept as it came.
 fn bounded(value: Option<String>, max: usize, name: &str) -> Result<Option<String>, String> {
     match value {
         Some(v) if v.len() > max => Err(format!("{name} is longer than {max} characters.")),
+        Some(v) if !sendable(&v) => Err(format!(
+            "{name} must be UTF-8 text without control characters."
+        )),
         other => Ok(other),
     }
 }
@@ -160,11 +171,24 @@ pub async fn check(
             state: st.clone(),
         })))
     };
-    let st = params.state.clone().filter(|s| s.len() <= 2048);
-    if params.state.as_ref().is_some_and(|s| s.len() > 2048) {
+    // State is sent back exactly: what could not be (bytes that are not
+    // UTF-8, read as U+FFFD) or what has no place in a URL parameter
+    // (control characters, outside RFC 6749's VSCHAR) is refused.
+    let st = params
+        .state
+        .clone()
+        .filter(|s| s.len() <= MAX_STATE && sendable(s));
+    if params.state.as_ref().is_some_and(|s| s.len() > MAX_STATE) {
         return refuse(
             "invalid_request",
-            "state is longer than 2048 characters.",
+            &format!("state is longer than {MAX_STATE} characters."),
+            &st,
+        );
+    }
+    if params.state.as_ref().is_some_and(|s| !sendable(s)) {
+        return refuse(
+            "invalid_request",
+            "state must be UTF-8 text without control characters.",
             &st,
         );
     }
@@ -345,12 +369,14 @@ pub async fn sign_in(state: &AppState, tenant: &str, id: &str) -> AppResult<Opti
     Ok(stored.and_then(|v| serde_json::from_str(&v).ok()))
 }
 
-/// Ends a sign-in transaction.
-pub async fn finish_sign_in(state: &AppState, tenant: &str, id: &str) -> AppResult<()> {
-    Ok(state
+/// Ends a sign-in transaction atomically: true for the one caller that
+/// ends it, false for every other (a form posted twice at once signs in once).
+pub async fn finish_sign_in(state: &AppState, tenant: &str, id: &str) -> AppResult<bool> {
+    let taken = state
         .sessions
-        .delete_ephemeral(tenant, Ephemeral::SignIn, id)
-        .await?)
+        .take_ephemeral(tenant, Ephemeral::SignIn, id, "done", 60)
+        .await?;
+    Ok(matches!(taken, crate::store::session::Taken::Fresh(_)))
 }
 
 /// A browser's sign-in (the SSO cookie's record).

@@ -2614,3 +2614,166 @@ async fn a_password_change_a_disable_or_refresh_reuse_ends_the_browser_sign_in()
     assert_eq!(res.status(), StatusCode::OK);
     assert_signed_out(&app, &s, &third, "disabling the user").await;
 }
+
+#[tokio::test]
+async fn a_state_that_could_not_be_sent_back_exactly_is_refused() {
+    let (app, _admin, s) = start().await;
+    let a = authorize_at(&app, &s.t, &s.rp, |p| set(p, "state", "caf\u{e9}\u{1}"));
+    let res = browser().get(&a.url).send().await.expect("authorize");
+    assert_eq!(res.status(), StatusCode::FOUND);
+    let to = location(&res).expect("Location");
+    assert_eq!(param(&to, "error").as_deref(), Some("invalid_request"));
+    assert_eq!(param(&to, "state"), None, "never sent back altered");
+}
+
+#[tokio::test]
+async fn another_sessions_id_token_cannot_sign_a_browser_out_without_asking() {
+    let (app, _admin, s) = start().await;
+    // The hint comes from one browser (an attacker's own sign-in, say);
+    // the victim's browser is signed in with a session of its own.
+    let attacker = browser();
+    let (_, theirs) = tokens(&app, &s, &attacker, &s.rp).await;
+    let (victim, ours) = signed_in_browser(&app, &s).await;
+    let url = end_session_url(
+        &app,
+        &s.t,
+        &[
+            ("id_token_hint", str_of(&theirs, "id_token")),
+            ("post_logout_redirect_uri", APP_SIGNED_OUT),
+        ],
+    );
+    let res = victim.get(&url).send().await.expect("end_session");
+    assert_eq!(res.status(), StatusCode::OK, "asked first");
+    assert!(res.headers().get("location").is_none());
+    assert!(
+        set_cookie(&res, "latchkey_session").is_none(),
+        "cookie kept"
+    );
+    let a = authorize_at(&app, &s.t, &s.rp, |_| {});
+    assert!(
+        !is_login_page(&redirected(&victim, &a.url).await),
+        "still signed in"
+    );
+    let userinfo = format!("/tenants/{}/oauth/userinfo", s.t);
+    assert_eq!(
+        app.get(&userinfo, str_of(&ours, "access_token"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    // The hint's own session did end.
+    assert_unauthorized(
+        app.get(&userinfo, str_of(&theirs, "access_token")).await,
+        "session_revoked",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_used_code_replayed_through_another_client_revokes_nothing() {
+    let (app, admin, s) = start().await;
+    let spa = register_client(
+        &app,
+        &admin,
+        &s.t,
+        "public",
+        &["https://spa.example.com/cb"],
+        &[],
+    )
+    .await;
+    let browser = browser();
+    let (a, code) = fresh_code(&app, &s, &browser, &s.rp, |_| {}).await;
+    let res = exchange(&app, &s.t, &s.rp, &code, &a.redirect_uri, &a.verifier).await;
+    let tokens = json(res).await;
+    // Someone who found the used code tries it as the public client.
+    let res = exchange(
+        &app,
+        &s.t,
+        &spa,
+        &code,
+        "https://spa.example.com/cb",
+        &a.verifier,
+    )
+    .await;
+    assert_invalid_grant(res, "another client").await;
+    let userinfo = format!("/tenants/{}/oauth/userinfo", s.t);
+    assert_eq!(
+        app.get(&userinfo, str_of(&tokens, "access_token"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    let res = refresh(&app, &s.t, &s.rp, str_of(&tokens, "refresh_token")).await;
+    assert_eq!(res.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn one_login_form_posted_many_times_at_once_signs_in_once() {
+    let (app, _admin, s) = start().await;
+    let browser = browser();
+    let a = authorize_at(&app, &s.t, &s.rp, |_| {});
+    let page = open_login(&browser, &a.url).await;
+    let posts = futures_util::future::join_all(
+        (0..8).map(|_| submit(&browser, &page, &s.email, USER_PASSWORD)),
+    )
+    .await;
+    let signed_in = posts
+        .iter()
+        .filter(|r| r.status() == StatusCode::SEE_OTHER)
+        .count();
+    assert_eq!(signed_in, 1, "one sign-in, one code");
+    assert!(
+        posts
+            .iter()
+            .all(|r| r.status() == StatusCode::SEE_OTHER || r.status() == StatusCode::BAD_REQUEST)
+    );
+}
+
+#[tokio::test]
+async fn a_binding_cookie_latchkey_did_not_issue_is_not_trusted() {
+    let (app, _admin, s) = start().await;
+    // A cookie planted by someone who knows its value (a sibling domain):
+    // the CSRF token they compute from it is refused.
+    let (browser, jar) = browser_with_jar();
+    let planted = "attacker-known-value";
+    let base = Url::parse(&app.base).expect("base");
+    jar.add_cookie_str(
+        &format!("latchkey_login={planted}; Path=/tenants/{}/", s.t),
+        &base,
+    );
+    let a = authorize_at(&app, &s.t, &s.rp, |_| {});
+    let res = browser.get(&a.url).send().await.expect("authorize");
+    let replaced = set_cookie(&res, "latchkey_login").expect("a new binding cookie");
+    assert_ne!(cookie_value(&replaced), planted);
+    let to = location(&res).expect("Location");
+    let (page, _) = load_login(&browser, &to).await;
+    // What the planter would compute: HMAC(planted, "login:{tx}").
+    let forged = {
+        use aws_lc_rs::hmac;
+        let key = hmac::Key::new(hmac::HMAC_SHA256, planted.as_bytes());
+        URL_SAFE_NO_PAD.encode(hmac::sign(&key, format!("login:{}", page.tx).as_bytes()).as_ref())
+    };
+    assert_ne!(forged, page.csrf);
+}
+
+#[tokio::test]
+async fn the_hosted_pages_answer_wrong_methods_and_unknown_paths_in_html() {
+    let (app, _admin, s) = start().await;
+    for (method, path) in [
+        (reqwest::Method::PUT, format!("/tenants/{}/login", s.t)),
+        (
+            reqwest::Method::DELETE,
+            format!("/tenants/{}/oauth/authorize", s.t),
+        ),
+        (reqwest::Method::GET, format!("/tenants/{}/login/nope", s.t)),
+    ] {
+        let res = app
+            .http
+            .request(method.clone(), app.url(&path))
+            .send()
+            .await
+            .expect("request");
+        assert!(res.status().is_client_error(), "{method} {path}");
+        assert_html(&res);
+    }
+}

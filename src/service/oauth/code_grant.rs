@@ -20,9 +20,10 @@ use crate::store::db::clients::Client;
 use crate::store::db::tenants::Tenant;
 use crate::store::session::{Ephemeral, Taken};
 
-const BAD_CODE: &str = "The authorization code is invalid, expired or already used.";
-const MISMATCH: &str =
-    "The authorization code was issued for another client, redirect_uri or code_challenge.";
+/// One answer for every refused code, so that a stolen code's holder learns
+/// nothing (not even whether it is still unused).
+const BAD_CODE: &str = "The authorization code is invalid, expired or already used, or was \
+    issued for another client, redirect_uri or code_challenge.";
 
 /// RFC 7636 §4.6: `BASE64URL(SHA256(code_verifier)) == code_challenge`.
 fn pkce_matches(verifier: &str, challenge: &str) -> bool {
@@ -65,7 +66,7 @@ pub(super) async fn grant(
         .await?
         .and_then(|v| serde_json::from_str::<CodeGrant>(&v).ok());
     if stored.as_ref().is_some_and(|g| !binding_holds(g)) {
-        return Err(oauth(ErrorCode::InvalidGrant, MISMATCH));
+        return Err(oauth(ErrorCode::InvalidGrant, BAD_CODE));
     }
     // What this exchange will issue is named before the code is taken, so
     // that a second use of the code can revoke it (RFC 6749 §4.1.2): the
@@ -74,6 +75,7 @@ pub(super) async fn grant(
     let issued = Issued {
         jti: uuid::Uuid::new_v4().to_string(),
         family_id: uuid::Uuid::new_v4().to_string(),
+        client_id: client.client_id.clone(),
     };
     let taken = state
         .sessions
@@ -90,7 +92,12 @@ pub(super) async fn grant(
             serde_json::from_str(&value).map_err(|_| oauth(ErrorCode::InvalidGrant, BAD_CODE))?
         }
         Taken::Used(mark) => {
-            if let Some(first) = Issued::parse(&mark) {
+            // Only the client the code was exchanged by can replay it: a
+            // leaked code sent through another (public) client revokes
+            // nothing of the first.
+            if let Some(first) = Issued::parse(&mark)
+                && first.client_id == client.client_id
+            {
                 code_replayed(state, tenant, &first).await;
             }
             return Err(oauth(ErrorCode::InvalidGrant, BAD_CODE));
@@ -98,7 +105,7 @@ pub(super) async fn grant(
         Taken::Missing => return Err(oauth(ErrorCode::InvalidGrant, BAD_CODE)),
     };
     if !binding_holds(&grant) {
-        return Err(oauth(ErrorCode::InvalidGrant, MISMATCH));
+        return Err(oauth(ErrorCode::InvalidGrant, BAD_CODE));
     }
     let (Some(session), Some(user)) = (
         state.sessions.get_session(&tenant.slug, &grant.sid).await?,
@@ -146,24 +153,27 @@ pub(super) async fn grant(
     })
 }
 
-/// What the first exchange of a code issues, as the used code's mark
-/// (`{jti} {family}`).
+/// What the first exchange of a code issues, and to which client, as the
+/// used code's mark (`{jti} {family} {client_id}`).
 struct Issued {
     jti: String,
     family_id: String,
+    client_id: String,
 }
 
 impl Issued {
     fn mark(&self) -> String {
-        format!("{} {}", self.jti, self.family_id)
+        format!("{} {} {}", self.jti, self.family_id, self.client_id)
     }
 
     fn parse(mark: &str) -> Option<Self> {
-        let (jti, family_id) = mark.split_once(' ')?;
+        let mut parts = mark.splitn(3, ' ');
+        let (jti, family_id, client_id) = (parts.next()?, parts.next()?, parts.next()?);
         (uuid::Uuid::parse_str(jti).is_ok() && uuid::Uuid::parse_str(family_id).is_ok()).then(
             || Self {
                 jti: jti.to_owned(),
                 family_id: family_id.to_owned(),
+                client_id: client_id.to_owned(),
             },
         )
     }

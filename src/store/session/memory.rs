@@ -58,14 +58,15 @@ struct Inner {
     locks: HashMap<String, Expiring<(LoginLock, i64)>>,
     /// Sign-in attempts in flight: attempt id -> expiry (Unix seconds).
     pending: HashMap<String, HashMap<String, i64>>,
-    /// Sign-in transactions, codes, browser sessions (`FRESH`/`USED` values).
+    /// Codes and browser sessions (`FRESH`/`USED` values).
     ephemeral: HashMap<String, Expiring<String>>,
+    /// Sign-in transactions, which anyone may start: at most [`MAX_SIGN_INS`].
+    sign_ins: HashMap<String, Expiring<String>>,
     writes: u64,
 }
 
-/// Short-lived records (sign-in transactions, codes, browser sessions) held
-/// at most, all tenants together.
-const MAX_EPHEMERAL: usize = 200_000;
+/// Open sign-in transactions held at most, all tenants together.
+const MAX_SIGN_INS: usize = 50_000;
 
 fn key(tenant: &str, kind: &str, id: &str) -> String {
     format!("{tenant}\u{0}{kind}\u{0}{id}")
@@ -101,33 +102,40 @@ impl Inner {
         self.locks.retain(|_, e| e.live(now));
         self.cuts.retain(|_, e| e.live(now));
         self.ephemeral.retain(|_, e| e.live(now));
+        self.sign_ins.retain(|_, e| e.live(now));
         self.user_sessions
             .retain(|_, e| e.live(now) && !e.value.is_empty());
     }
 
-    /// Keeps the short-lived records under [`MAX_EPHEMERAL`]: expired ones
-    /// go first, then the sign-in transactions (which anyone may start)
-    /// closest to expiry, so memory stays bounded whatever arrives.
-    fn bound_ephemeral(&mut self) {
-        if self.ephemeral.len() < MAX_EPHEMERAL {
+    /// The map a kind of short-lived record lives in.
+    fn ephemeral_of(&mut self, kind: Ephemeral) -> &mut HashMap<String, Expiring<String>> {
+        match kind {
+            Ephemeral::SignIn => &mut self.sign_ins,
+            Ephemeral::Code | Ephemeral::Browser => &mut self.ephemeral,
+        }
+    }
+
+    /// Keeps open sign-ins (which anyone may start) under [`MAX_SIGN_INS`]:
+    /// expired ones go first, then those closest to expiry, down to nine
+    /// tenths, so memory stays bounded whatever arrives.
+    fn bound_sign_ins(&mut self) {
+        if self.sign_ins.len() < MAX_SIGN_INS {
             return;
         }
         let now = Instant::now();
-        self.ephemeral.retain(|_, e| e.live(now));
-        let excess = (self.ephemeral.len() + 1).saturating_sub(MAX_EPHEMERAL * 9 / 10);
-        if self.ephemeral.len() < MAX_EPHEMERAL || excess == 0 {
+        self.sign_ins.retain(|_, e| e.live(now));
+        if self.sign_ins.len() < MAX_SIGN_INS {
             return;
         }
-        let sign_in = format!("\u{0}{}\u{0}", super::Ephemeral::SignIn.prefix());
         let mut by_expiry: Vec<(Option<Instant>, String)> = self
-            .ephemeral
+            .sign_ins
             .iter()
-            .filter(|(k, _)| k.contains(&sign_in))
             .map(|(k, e)| (e.until, k.clone()))
             .collect();
         by_expiry.sort();
+        let excess = self.sign_ins.len() - MAX_SIGN_INS * 9 / 10;
         for (_, k) in by_expiry.into_iter().take(excess) {
-            self.ephemeral.remove(&k);
+            self.sign_ins.remove(&k);
         }
     }
 
@@ -586,6 +594,7 @@ impl SessionStore for MemoryStore {
         inner.pending.retain(|k, _| !k.starts_with(&prefix));
         inner.locks.retain(|k, _| !k.starts_with(&prefix));
         inner.ephemeral.retain(|k, _| !k.starts_with(&prefix));
+        inner.sign_ins.retain(|k, _| !k.starts_with(&prefix));
         Ok(())
     }
 
@@ -706,6 +715,7 @@ impl SessionStore for MemoryStore {
             .sum::<usize>());
         count!(inner.cuts, |v: &String| v.len());
         count!(inner.ephemeral, |v: &String| v.len());
+        count!(inner.sign_ins, |v: &String| v.len());
         count!(inner.families, |v: &Family| format!("{v:?}").len());
         count!(inner.grace, |v: &String| v.len());
         count!(inner.denied, |_: &()| 1);
@@ -722,8 +732,10 @@ impl SessionStore for MemoryStore {
         ttl: u64,
     ) -> Result<(), StoreError> {
         let mut inner = self.inner.lock();
-        inner.bound_ephemeral();
-        inner.ephemeral.insert(
+        if kind == Ephemeral::SignIn {
+            inner.bound_sign_ins();
+        }
+        inner.ephemeral_of(kind).insert(
             key(tenant, kind.prefix(), id),
             Expiring {
                 value: format!("{FRESH}{value}"),
@@ -740,8 +752,8 @@ impl SessionStore for MemoryStore {
         kind: Ephemeral,
         id: &str,
     ) -> Result<Option<String>, StoreError> {
-        let inner = self.inner.lock();
-        let stored = Inner::get_live(&inner.ephemeral, &key(tenant, kind.prefix(), id));
+        let mut inner = self.inner.lock();
+        let stored = Inner::get_live(inner.ephemeral_of(kind), &key(tenant, kind.prefix(), id));
         Ok(stored
             .and_then(|v| v.strip_prefix(FRESH))
             .map(str::to_owned))
@@ -755,7 +767,7 @@ impl SessionStore for MemoryStore {
     ) -> Result<(), StoreError> {
         self.inner
             .lock()
-            .ephemeral
+            .ephemeral_of(kind)
             .remove(&key(tenant, kind.prefix(), id));
         Ok(())
     }
@@ -770,8 +782,9 @@ impl SessionStore for MemoryStore {
     ) -> Result<Taken, StoreError> {
         let mut inner = self.inner.lock();
         let k = key(tenant, kind.prefix(), id);
-        let taken = taken_of(Inner::get_live(&inner.ephemeral, &k).map(String::as_str));
-        if let (Taken::Fresh(_), Some(entry)) = (&taken, inner.ephemeral.get_mut(&k)) {
+        let map = inner.ephemeral_of(kind);
+        let taken = taken_of(Inner::get_live(map, &k).map(String::as_str));
+        if let (Taken::Fresh(_), Some(entry)) = (&taken, map.get_mut(&k)) {
             entry.value = format!("{USED}{mark}");
             entry.until = after(mark_ttl.max(1));
         }
