@@ -44,7 +44,7 @@ pub struct Discovery {
     revocation_endpoint_auth_methods_supported: Vec<&'static str>,
     introspection_endpoint_auth_methods_supported: Vec<&'static str>,
     scopes_supported: Vec<&'static str>,
-    /// End-user claims of ID tokens and userinfo.
+    /// The end-user claims of ID tokens and userinfo.
     claims_supported: Vec<&'static str>,
     prompt_values_supported: Vec<&'static str>,
     authorization_response_iss_parameter_supported: bool,
@@ -131,21 +131,8 @@ async fn metadata(state: &AppState, t: &str) -> AppResult<HttpResponse> {
                 "client_secret_post",
             ],
             scopes_supported: crate::service::authorize::KNOWN_SCOPES.to_vec(),
-            claims_supported: vec![
-                "sub",
-                "iss",
-                "aud",
-                "exp",
-                "iat",
-                "auth_time",
-                "nonce",
-                "azp",
-                "sid",
-                "amr",
-                "at_hash",
-                "email",
-                "email_verified",
-            ],
+            // End-user claims (OIDC Discovery §3): of the ID token and userinfo.
+            claims_supported: vec!["sub", "email", "email_verified"],
             prompt_values_supported: vec!["none", "login"],
             authorization_response_iss_parameter_supported: true,
             request_parameter_supported: false,
