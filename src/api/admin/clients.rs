@@ -125,7 +125,7 @@ impl From<PublicGrant> for GrantType {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(transparent)]
 #[schema(
-    pattern = "^(https?://[!$-;=?-Z_a-z~]+|http://\\[::1\\](:[0-9]{1,5})?(/[!$-;=?-Z_a-z~]*)?|[a-z][a-z0-9+-]*(\\.[a-z0-9+-]+)+:/[!$-;=?-Z_a-z~]*)$",
+    pattern = "^(https?://[!$-;=?-Z_a-z~]+|http://\\[::1\\](:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?(/[!$-;=?-Z_a-z~]*)?|[a-z][a-z0-9+-]*(\\.[a-z0-9+-]+)+:/[!$-;=?-Z_a-z~]*)$",
     max_length = 2000
 )]
 pub struct RedirectUri(String);
