@@ -12,6 +12,7 @@ use crate::store::StoreError;
 use crate::store::db::Db;
 use crate::store::db::clients::{self, Client};
 use crate::store::db::tenants::{self, Tenant};
+use crate::store::db::users::{self, User};
 use crate::store::session::SessionStore;
 
 /// A change other instances must learn about, so they drop what they cached.
@@ -27,6 +28,8 @@ pub enum Change {
     Client(String, String),
     /// Every client of a tenant (suspension renews their generations).
     Clients(String),
+    /// A user of a tenant (status, e-mail, password, deletion): `(tenant, user id)`.
+    User(String, String),
 }
 
 impl Change {
@@ -38,6 +41,7 @@ impl Change {
             Self::Tenant(t) => format!("tenant:{t}"),
             Self::Client(t, c) => format!("client:{t}:{c}"),
             Self::Clients(t) => format!("clients:{t}"),
+            Self::User(t, u) => format!("user:{t}:{u}"),
         }
     }
 }
@@ -69,6 +73,8 @@ pub struct AppState {
     /// The last readiness probe: `(database up, session store up)`.
     readiness: Cached<(), (bool, bool)>,
     clients: Cached<(String, String), Option<Arc<Client>>>,
+    /// Users as the database has them, for userinfo and token grants.
+    users: Cached<(String, String), Option<Arc<User>>>,
     /// Per tenant: the web origins of its clients' redirect URIs (CORS, SPEC §9).
     origins: Cached<String, Arc<crate::domain::WebOrigins>>,
 }
@@ -96,7 +102,31 @@ impl AppState {
             readiness: Cached::new(1, READINESS_TTL),
             clients: Cached::new(VIEW_CACHE_CAPACITY, VIEW_CACHE_TTL),
             origins: Cached::new(VIEW_CACHE_CAPACITY, VIEW_CACHE_TTL),
+            users: Cached::new(VIEW_CACHE_CAPACITY, VIEW_CACHE_TTL),
         }
+    }
+
+    /// A user as the database has it, from this instance's view (never
+    /// more than a second behind a change made anywhere: every user write
+    /// is in the change log); `None` when the tenant has no such user.
+    pub async fn user(&self, tenant: &str, id: &str) -> Result<Option<Arc<User>>, StoreError> {
+        // Ids that cannot exist are answered without a lookup or an entry.
+        if id.is_empty() || id.len() > 64 {
+            return Ok(None);
+        }
+        let key = (tenant.to_owned(), id.to_owned());
+        self.users
+            .get_or_load(&key, || {
+                let (t, u) = key.clone();
+                async move {
+                    Ok(self
+                        .db
+                        .run(move |conn| users::find(conn, &t, &u))
+                        .await?
+                        .map(Arc::new))
+                }
+            })
+            .await
     }
 
     /// The web origins a tenant's enabled clients redirect to, from this
@@ -224,7 +254,16 @@ impl AppState {
         match message.split_once(':') {
             Some(("policy", t)) => self.authz.forget(t),
             Some(("keys", t)) => self.keys.forget(t),
-            Some(("tenant", t)) => self.forget_tenant(t),
+            Some(("tenant", t)) => {
+                self.forget_tenant(t);
+                // A deleted tenant takes its users along; rare.
+                self.users.invalidate_all();
+            }
+            Some(("user", rest)) => {
+                if let Some((t, u)) = rest.split_once(':') {
+                    self.users.invalidate(&(t.to_owned(), u.to_owned()));
+                }
+            }
             // Entries are keyed by (tenant, client): drop them all, rarely.
             Some(("clients", t)) => {
                 self.clients.invalidate_all();
@@ -242,6 +281,7 @@ impl AppState {
                 self.tenants.invalidate_all();
                 self.clients.invalidate_all();
                 self.origins.invalidate_all();
+                self.users.invalidate_all();
             }
             _ => tracing::debug!(message, "unknown change message"),
         }

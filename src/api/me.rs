@@ -64,22 +64,20 @@ pub async fn userinfo(state: web::Data<AppState>, caller: TenantCaller) -> AppRe
                 .with_realm(&caller.tenant.slug),
         );
     }
-    let user = users::get(&state, &caller.tenant.slug, user_id)
-        .await
-        .map_err(|e| match e.code() {
-            ErrorCode::NotFound => {
-                AppError::new(ErrorCode::SessionRevoked, "The user no longer exists")
-                    .with_realm(&caller.tenant.slug)
-            }
-            _ => e,
+    let user = state
+        .user(&caller.tenant.slug, user_id)
+        .await?
+        .ok_or_else(|| {
+            AppError::new(ErrorCode::SessionRevoked, "The user no longer exists")
+                .with_realm(&caller.tenant.slug)
         })?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json({
             let with_email = caller.claims.scope.split(' ').any(|s| s == "email");
             UserInfo {
-                sub: user.id,
-                email: with_email.then_some(user.email),
+                sub: user.id.clone(),
+                email: with_email.then(|| user.email.clone()),
                 email_verified: with_email.then_some(user.email_verified),
                 tid: caller.tenant.slug.clone(),
             }

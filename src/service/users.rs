@@ -118,9 +118,18 @@ pub async fn update(
             if let Some(status) = status {
                 users::set_status(c, &slug, &uid, status)?;
             }
-            Ok(())
+            crate::store::db::changes::record(
+                c,
+                &crate::state::Change::User(slug.clone(), uid.clone()).message(),
+            )
         })
         .await?;
+    state
+        .announce(crate::state::Change::User(
+            tenant.slug.clone(),
+            user.id.clone(),
+        ))
+        .await;
     if patch.status == Some(UserStatus::Disabled) {
         state
             .sessions
@@ -186,10 +195,20 @@ pub async fn delete(state: &AppState, tenant: &Tenant, id: &str, origin: &Origin
             crate::store::db::policies::delete_rules(c, &slug, "g", std::slice::from_ref(&uid))?;
             crate::store::db::changes::record(
                 c,
+                &crate::state::Change::User(slug.clone(), uid.clone()).message(),
+            )?;
+            crate::store::db::changes::record(
+                c,
                 &crate::state::Change::Policy(slug.clone()).message(),
             )
         })
         .await?;
+    state
+        .announce(crate::state::Change::User(
+            tenant.slug.clone(),
+            id.to_owned(),
+        ))
+        .await;
     state
         .sessions
         .end_user_sessions(

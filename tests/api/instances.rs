@@ -225,3 +225,101 @@ async fn two_processes_sharing_postgres_and_redis_agree_within_a_second() {
     let view = json(res).await;
     assert_eq!(view["locked"], true, "{view}");
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL and Redis: run with --include-ignored and LATCHKEY_TEST_DATABASE_URL, LATCHKEY_TEST_REDIS_URL"]
+async fn a_user_changed_through_one_process_is_seen_by_the_other_within_a_second() {
+    crate::helpers::required_env("LATCHKEY_TEST_DATABASE_URL");
+    crate::helpers::required_env("LATCHKEY_TEST_REDIS_URL");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = test_config(dir.path());
+    let _cleanup = crate::helpers::Cleanup::of(&config);
+    let env = process_env(&config, dir.path());
+    let (one, two) = tokio::join!(start(&env), start(&env));
+    let http = reqwest::Client::new();
+    let admin = token(&http, &one.base, "system", &ADMIN_LOGIN).await;
+    let admin = str_of(&admin, "access_token").to_owned();
+    let t = slug("users");
+    let res = call(
+        &http,
+        Method::POST,
+        format!("{}/admin/tenants", one.base),
+        &admin,
+        &json!({"slug": t, "name": "Users"}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = call(
+        &http,
+        Method::POST,
+        format!("{}/admin/tenants/{t}/users", one.base),
+        &admin,
+        &json!({"email": "before@users.test", "password": USER_PASSWORD}),
+    )
+    .await;
+    let user = str_of(&json(res).await, "id").to_owned();
+    let login = [
+        ("grant_type", "password"),
+        ("client_id", "admin-cli"),
+        ("username", "before@users.test"),
+        ("password", USER_PASSWORD),
+    ];
+    let access = token(&http, &two.base, &t, &login).await;
+    let access = str_of(&access, "access_token").to_owned();
+    let userinfo = format!("{}/tenants/{t}/oauth/userinfo", two.base);
+    let email = |v: Value| v["email"].as_str().unwrap_or_default().to_owned();
+    // Instance two holds the user in its view now.
+    let res = http
+        .get(&userinfo)
+        .bearer_auth(&access)
+        .send()
+        .await
+        .expect("userinfo");
+    assert_eq!(email(json(res).await), "before@users.test");
+
+    // A new e-mail through instance one: instance two answers it within a second.
+    let res = call(
+        &http,
+        Method::PATCH,
+        format!("{}/admin/tenants/{t}/users/{user}", one.base),
+        &admin,
+        &json!({"email": "after@users.test"}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let started = Instant::now();
+    loop {
+        let res = http
+            .get(&userinfo)
+            .bearer_auth(&access)
+            .send()
+            .await
+            .expect("userinfo");
+        if email(json(res).await) == "after@users.test" {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "instance two still answers the old e-mail after a second"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Deleted through instance one: instance two refuses its token at once.
+    let res = call(
+        &http,
+        Method::DELETE,
+        format!("{}/admin/tenants/{t}/users/{user}", one.base),
+        &admin,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let res = http
+        .get(&userinfo)
+        .bearer_auth(&access)
+        .send()
+        .await
+        .expect("userinfo");
+    assert_unauthorized(res, "session_revoked").await;
+}

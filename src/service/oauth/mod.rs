@@ -239,16 +239,16 @@ pub(crate) async fn roles_of(
     Ok(state.authz.roles_of(tenant, user_id).await?)
 }
 
-/// The user if it exists and is active, as the database says now.
+/// The user if it exists and is active, from this instance's view of the
+/// database (a change anywhere reaches it within a second; a disable also
+/// ends the user's sessions in the store at once).
 pub(crate) async fn active_user(
     state: &AppState,
     tenant: &str,
     user_id: &str,
-) -> AppResult<Option<users::User>> {
-    let (t, id) = (tenant.to_owned(), user_id.to_owned());
+) -> AppResult<Option<std::sync::Arc<users::User>>> {
     Ok(state
-        .db
-        .run(move |c| users::find(c, &t, &id))
+        .user(tenant, user_id)
         .await?
         .filter(|u| u.status == UserStatus::Active))
 }
