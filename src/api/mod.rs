@@ -204,12 +204,14 @@ impl utoipa::Modify for SecuritySchemes {
 /// Registers every route, through utoipa-actix-web so the OpenAPI document
 /// is collected from the same registrations.
 pub fn configure(cfg: &mut ServiceConfig) {
-    ops::configure(cfg);
-    wellknown::configure(cfg);
+    // The router tries routes in this order, one pattern match each: the
+    // hot paths (token, revoke, introspect, userinfo, authz/check) first.
     oauth::configure(cfg);
-    pages::configure(cfg);
     me::configure(cfg);
     authz::configure(cfg);
+    ops::configure(cfg);
+    wellknown::configure(cfg);
+    pages::configure(cfg);
     admin::configure(cfg);
 }
 
