@@ -323,3 +323,87 @@ async fn a_user_changed_through_one_process_is_seen_by_the_other_within_a_second
         .expect("userinfo");
     assert_unauthorized(res, "session_revoked").await;
 }
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL and Redis: run with --include-ignored and LATCHKEY_TEST_DATABASE_URL, LATCHKEY_TEST_REDIS_URL"]
+async fn a_client_disabled_through_one_process_is_refused_by_the_other_with_its_view_warm() {
+    crate::helpers::required_env("LATCHKEY_TEST_DATABASE_URL");
+    crate::helpers::required_env("LATCHKEY_TEST_REDIS_URL");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = test_config(dir.path());
+    let _cleanup = crate::helpers::Cleanup::of(&config);
+    let env = process_env(&config, dir.path());
+    let (one, two) = tokio::join!(start(&env), start(&env));
+    let http = reqwest::Client::new();
+    let admin = token(&http, &one.base, "system", &ADMIN_LOGIN).await;
+    let admin = str_of(&admin, "access_token").to_owned();
+    let t = slug("clients");
+    let res = call(
+        &http,
+        Method::POST,
+        format!("{}/admin/tenants", one.base),
+        &admin,
+        &json!({"slug": t, "name": "Clients"}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let res = call(
+        &http,
+        Method::POST,
+        format!("{}/admin/tenants/{t}/users", one.base),
+        &admin,
+        &json!({"email": "u@clients.test", "password": USER_PASSWORD}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let access = token(
+        &http,
+        &two.base,
+        &t,
+        &[
+            ("grant_type", "password"),
+            ("client_id", "admin-cli"),
+            ("username", "u@clients.test"),
+            ("password", USER_PASSWORD),
+        ],
+    )
+    .await;
+    let access = str_of(&access, "access_token").to_owned();
+    let userinfo = format!("{}/tenants/{t}/oauth/userinfo", two.base);
+    // Instance two's view holds the tenant, the client and the user now.
+    let res = http
+        .get(&userinfo)
+        .bearer_auth(&access)
+        .send()
+        .await
+        .expect("userinfo");
+    assert_eq!(res.status(), StatusCode::OK);
+
+    let res = call(
+        &http,
+        Method::PATCH,
+        format!("{}/admin/tenants/{t}/clients/admin-cli", one.base),
+        &admin,
+        &json!({"enabled": false}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let started = Instant::now();
+    loop {
+        let res = http
+            .get(&userinfo)
+            .bearer_auth(&access)
+            .send()
+            .await
+            .expect("userinfo");
+        if res.status() == StatusCode::UNAUTHORIZED {
+            assert_unauthorized(res, "account_disabled").await;
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "instance two still accepts a disabled client's token after a second"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
