@@ -345,16 +345,7 @@ pub async fn tokens_outside_the_header(
             .is_ok_and(|pairs| pairs.iter().any(|(k, _)| k == "access_token"))
     };
     let mut outside = has_token(req.query_string().as_bytes());
-    let is_form = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';').next().is_some_and(|m| {
-                m.trim()
-                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-            })
-        });
+    let is_form = crate::api::is_form_urlencoded(req.request());
     if !outside && is_form {
         // Read at most one byte past the body limit; the handler answers
         // 413 for the rest as it would have.

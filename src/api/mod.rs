@@ -35,6 +35,48 @@ pub fn body_limit(req: &HttpRequest) -> usize {
         .map_or(64 * 1024, |s| s.config.max_body_bytes)
 }
 
+/// Whether a request's body is `application/x-www-form-urlencoded`
+/// (parameters after `;`, such as a charset, allowed).
+pub fn is_form_urlencoded(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+/// Reads a form-encoded body of at most `LATCHKEY_MAX_BODY_BYTES`: 415 for
+/// another content type, 413 beyond the cap (each caller's flavor).
+pub async fn read_form_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> AppResult<web::BytesMut> {
+    use futures_util::StreamExt;
+    if !is_form_urlencoded(req) {
+        return Err(AppError::new(
+            ErrorCode::UnsupportedMediaType,
+            "The body must be application/x-www-form-urlencoded",
+        ));
+    }
+    let limit = body_limit(req);
+    let mut body = web::BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk
+            .map_err(|_| AppError::new(ErrorCode::InvalidRequest, "The body could not be read"))?;
+        if body.len() + chunk.len() > limit {
+            return Err(AppError::new(
+                ErrorCode::PayloadTooLarge,
+                format!("The body is larger than {limit} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// A JSON body whose problems are reported only when the handler asks for
 /// it ([`Json::into_inner`]), that is after authentication and authorization:
 /// actix polls a handler's extractors together, and a bad body must never

@@ -15,10 +15,9 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use futures_util::StreamExt;
 
-use super::body_limit;
 use super::extract::{app_state, load_tenant, origin, realm};
+use super::read_form_body;
 use crate::config::Secret;
 use crate::error::{AppError, AppResult, ErrorCode, Flavor};
 use crate::service::oauth::{self as grants, ClientAuthMethod, ClientCredentials, TokenRequest};
@@ -107,34 +106,10 @@ const KNOWN_PARAMETERS: &[&str] = &[
 
 /// Reads a form-encoded body (at most `LATCHKEY_MAX_BODY_BYTES`); a parameter
 /// given twice is refused (RFC 6749 §3.2).
-async fn read_form(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-) -> AppResult<HashMap<String, String>> {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let mime = content_type.split(';').next().unwrap_or_default().trim();
-    if !mime.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-        return Err(AppError::oauth(
-            ErrorCode::UnsupportedMediaType,
-            "The body must be application/x-www-form-urlencoded",
-        ));
-    }
-    let limit = body_limit(req);
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|_| invalid_request("The body could not be read"))?;
-        if body.len() + chunk.len() > limit {
-            return Err(AppError::oauth(
-                ErrorCode::PayloadTooLarge,
-                format!("The body is larger than {limit} bytes"),
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
+async fn read_form(req: &HttpRequest, payload: web::Payload) -> AppResult<HashMap<String, String>> {
+    let body = read_form_body(req, payload)
+        .await
+        .map_err(|e| e.in_flavor(Flavor::OAuth))?;
     let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(&body)
         .map_err(|_| invalid_request("The body is not valid form encoding"))?;
     let mut form = HashMap::new();

@@ -16,12 +16,11 @@ use askama::Template;
 use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use futures_util::StreamExt;
 use subtle::ConstantTimeEq;
 use utoipa_actix_web::service_config::ServiceConfig;
 
-use super::body_limit;
 use super::extract::{app_state, load_tenant, origin, realm};
+use super::read_form_body;
 use crate::authn::{id_token, random_token, sha256_hex};
 use crate::config::Secret;
 use crate::domain::{GrantType, redirect_target_source, redirect_uri_matches};
@@ -267,38 +266,8 @@ fn pairs_of(raw: &[u8]) -> Option<(HashMap<String, String>, Vec<String>)> {
 }
 
 /// A form body of a page (at most `LATCHKEY_MAX_BODY_BYTES`).
-async fn read_form(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-) -> AppResult<HashMap<String, String>> {
-    let is_form = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| {
-            m.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    if !is_form {
-        return Err(AppError::new(
-            ErrorCode::UnsupportedMediaType,
-            "The form must be sent as application/x-www-form-urlencoded.",
-        ));
-    }
-    let limit = body_limit(req);
-    let mut body = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk
-            .map_err(|_| AppError::new(ErrorCode::InvalidRequest, "The form could not be read."))?;
-        if body.len() + chunk.len() > limit {
-            return Err(AppError::new(
-                ErrorCode::PayloadTooLarge,
-                format!("The form is larger than {limit} bytes."),
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
+async fn read_form(req: &HttpRequest, payload: web::Payload) -> AppResult<HashMap<String, String>> {
+    let body = read_form_body(req, payload).await?;
     pairs_of(&body).map(|(map, _)| map).ok_or_else(|| {
         AppError::new(
             ErrorCode::InvalidRequest,
@@ -333,8 +302,17 @@ fn see_other(location: &str) -> HttpResponse {
         .finish()
 }
 
-const EXPIRED: &str = "This sign-in has expired or was started in another browser. \
-    Go back to the application and sign in again.";
+/// The page of a sign-in that is over, or that this browser did not start.
+fn expired(state: &AppState, tenant: &Tenant) -> AppResult<HttpResponse> {
+    message(
+        state,
+        tenant,
+        StatusCode::BAD_REQUEST,
+        "Sign-in expired",
+        "This sign-in has expired or was started in another browser. \
+         Go back to the application and sign in again.",
+    )
+}
 
 /// GET /tenants/{t}/oauth/authorize
 #[utoipa::path(
@@ -510,6 +488,24 @@ async fn open_sign_in(
     Ok(same_browser.then_some(sign_in))
 }
 
+/// The sign-in a posted form (`purpose` `login` or `signup`) belongs to,
+/// with its `tx`, when the sign-in is open, was started in this browser and
+/// the form carries this browser's CSRF token for it.
+async fn posted_sign_in(
+    state: &AppState,
+    req: &HttpRequest,
+    tenant: &Tenant,
+    form: &mut HashMap<String, String>,
+    purpose: &str,
+) -> AppResult<Option<(String, SignIn)>> {
+    let tx = form.remove("tx").unwrap_or_default();
+    let csrf = form.remove("csrf");
+    let sign_in = open_sign_in(state, req, &tenant.slug, Some(&tx)).await?;
+    Ok(sign_in
+        .filter(|_| csrf_ok(state, req, &format!("{purpose}:{tx}"), csrf.as_deref()))
+        .map(|s| (tx, s)))
+}
+
 fn login_form(
     state: &AppState,
     tenant: &Tenant,
@@ -540,7 +536,7 @@ fn targets_of(authorization: &Authorization) -> Vec<String> {
         .collect()
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, Default)]
 struct TxQuery {
     tx: Option<String>,
     created: Option<String>,
@@ -567,18 +563,9 @@ pub async fn login_page(req: HttpRequest) -> Result<HttpResponse, AppError> {
         if let Some(page) = suspended(&state, &tenant) {
             return page;
         }
-        let q: TxQuery = serde_urlencoded::from_str(req.query_string()).unwrap_or(TxQuery {
-            tx: None,
-            created: None,
-        });
+        let q: TxQuery = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
         let Some(sign_in) = open_sign_in(&state, &req, &tenant.slug, q.tx.as_deref()).await? else {
-            return message(
-                &state,
-                &tenant,
-                StatusCode::BAD_REQUEST,
-                "Sign-in expired",
-                EXPIRED,
-            );
+            return expired(&state, &tenant);
         };
         let tx = q.tx.unwrap_or_default();
         let notice = q
@@ -636,19 +623,9 @@ pub async fn login_submit(
             return page;
         }
         let mut form = read_form(&req, payload).await?;
-        let tx = form.remove("tx").unwrap_or_default();
-        let sign_in = open_sign_in(&state, &req, &tenant.slug, Some(&tx)).await?;
-        let csrf = form.remove("csrf");
-        let Some(sign_in) =
-            sign_in.filter(|_| csrf_ok(&state, &req, &format!("login:{tx}"), csrf.as_deref()))
+        let Some((tx, sign_in)) = posted_sign_in(&state, &req, &tenant, &mut form, "login").await?
         else {
-            return message(
-                &state,
-                &tenant,
-                StatusCode::BAD_REQUEST,
-                "Sign-in expired",
-                EXPIRED,
-            );
+            return expired(&state, &tenant);
         };
         let authorization = &sign_in.authorization;
         let targets = targets_of(authorization);
@@ -691,13 +668,7 @@ pub async fn login_submit(
             );
         }
         if !flow::finish_sign_in(&state, &tenant.slug, &tx).await? {
-            return message(
-                &state,
-                &tenant,
-                StatusCode::BAD_REQUEST,
-                "Sign-in expired",
-                EXPIRED,
-            );
+            return expired(&state, &tenant);
         }
         let Some(session) = start_session(
             &state,
@@ -786,21 +757,12 @@ pub async fn signup_page(req: HttpRequest) -> Result<HttpResponse, AppError> {
         if !tenant.settings.self_signup {
             return signup_closed(&state, &tenant);
         }
-        let q: TxQuery = serde_urlencoded::from_str(req.query_string()).unwrap_or(TxQuery {
-            tx: None,
-            created: None,
-        });
+        let q: TxQuery = serde_urlencoded::from_str(req.query_string()).unwrap_or_default();
         if open_sign_in(&state, &req, &tenant.slug, q.tx.as_deref())
             .await?
             .is_none()
         {
-            return message(
-                &state,
-                &tenant,
-                StatusCode::BAD_REQUEST,
-                "Sign-in expired",
-                EXPIRED,
-            );
+            return expired(&state, &tenant);
         }
         let body = signup_form(
             &state,
@@ -841,18 +803,10 @@ pub async fn signup_submit(
             return signup_closed(&state, &tenant);
         }
         let mut form = read_form(&req, payload).await?;
-        let tx = form.remove("tx").unwrap_or_default();
-        let csrf = form.remove("csrf");
-        let open = open_sign_in(&state, &req, &tenant.slug, Some(&tx)).await?;
-        if open.is_none() || !csrf_ok(&state, &req, &format!("signup:{tx}"), csrf.as_deref()) {
-            return message(
-                &state,
-                &tenant,
-                StatusCode::BAD_REQUEST,
-                "Sign-in expired",
-                EXPIRED,
-            );
-        }
+        let Some((tx, _)) = posted_sign_in(&state, &req, &tenant, &mut form, "signup").await?
+        else {
+            return expired(&state, &tenant);
+        };
         let email = form.remove("email").unwrap_or_default();
         let password = Secret::new(form.remove("password").unwrap_or_default());
         match crate::service::users::create(&state, &tenant, &email, &password, &origin(&req, None))
