@@ -38,27 +38,37 @@ async fn call(
         .expect("request")
 }
 
-#[tokio::test]
-#[ignore = "needs PostgreSQL and Redis: run with --include-ignored and LATCHKEY_TEST_DATABASE_URL, LATCHKEY_TEST_REDIS_URL"]
-async fn two_processes_sharing_postgres_and_redis_agree_within_a_second() {
+/// Two latchkey processes sharing PostgreSQL and Redis, a platform admin's
+/// token, and a tenant (created through the first) with one user.
+struct Shared {
+    one: crate::helpers::Instance,
+    two: crate::helpers::Instance,
+    http: reqwest::Client,
+    admin: String,
+    t: String,
+    user: String,
+    _cleanup: crate::helpers::Cleanup,
+    _dir: tempfile::TempDir,
+}
+
+async fn two_processes_with_a_user(prefix: &str, email: &str) -> Shared {
     crate::helpers::required_env("LATCHKEY_TEST_DATABASE_URL");
     crate::helpers::required_env("LATCHKEY_TEST_REDIS_URL");
     let dir = tempfile::tempdir().expect("tempdir");
     let config = test_config(dir.path());
-    let _cleanup = crate::helpers::Cleanup::of(&config);
+    let cleanup = crate::helpers::Cleanup::of(&config);
     let env = process_env(&config, dir.path());
     let (one, two) = tokio::join!(start(&env), start(&env));
     let http = reqwest::Client::new();
-
     let admin = token(&http, &one.base, "system", &ADMIN_LOGIN).await;
     let admin = str_of(&admin, "access_token").to_owned();
-    let t = slug("multi");
+    let t = slug(prefix);
     let res = call(
         &http,
         Method::POST,
         format!("{}/admin/tenants", one.base),
         &admin,
-        &json!({"slug": t, "name": "Multi"}),
+        &json!({"slug": t, "name": prefix}),
     )
     .await;
     assert_eq!(res.status(), StatusCode::CREATED);
@@ -67,32 +77,58 @@ async fn two_processes_sharing_postgres_and_redis_agree_within_a_second() {
         Method::POST,
         format!("{}/admin/tenants/{t}/users", one.base),
         &admin,
-        &json!({"email": "u@multi.test", "password": USER_PASSWORD}),
+        &json!({"email": email, "password": USER_PASSWORD}),
     )
     .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
     let user = str_of(&json(res).await, "id").to_owned();
+    Shared {
+        one,
+        two,
+        http,
+        admin,
+        t,
+        user,
+        _cleanup: cleanup,
+        _dir: dir,
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL and Redis: run with --include-ignored and LATCHKEY_TEST_DATABASE_URL, LATCHKEY_TEST_REDIS_URL"]
+async fn two_processes_sharing_postgres_and_redis_agree_within_a_second() {
+    let shared = two_processes_with_a_user("multi", "u@multi.test").await;
+    let Shared {
+        one,
+        two,
+        http,
+        admin,
+        t,
+        user,
+        ..
+    } = &shared;
     let res = call(
-        &http,
+        http,
         Method::POST,
         format!("{}/admin/tenants/{t}/roles", one.base),
-        &admin,
+        admin,
         &json!({"name": "pilot", "permissions": [{"resource": "planes", "action": "fly"}]}),
     )
     .await;
     assert_eq!(res.status(), StatusCode::CREATED);
     let res = call(
-        &http,
+        http,
         Method::POST,
         format!("{}/admin/tenants/{t}/clients", one.base),
-        &admin,
+        admin,
         &json!({"name": "app", "type": "confidential", "grant_types": ["client_credentials"]}),
     )
     .await;
     let client = json(res).await;
     let app = token(
-        &http,
+        http,
         &two.base,
-        &t,
+        t,
         &[
             ("grant_type", "client_credentials"),
             ("client_id", str_of(&client, "client_id")),
@@ -105,22 +141,22 @@ async fn two_processes_sharing_postgres_and_redis_agree_within_a_second() {
     // Instance two loads the tenant's policy: denied.
     let ask = json!({"subject": user, "resource": "planes", "action": "fly"});
     let check_url = format!("{}/tenants/{t}/authz/check", two.base);
-    let decision = json(call(&http, Method::POST, check_url.clone(), &app, &ask).await).await;
+    let decision = json(call(http, Method::POST, check_url.clone(), &app, &ask).await).await;
     assert_eq!(decision["allowed"], false);
 
     // The assignment goes through instance one; instance two enforces it within a second.
     let res = call(
-        &http,
+        http,
         Method::PUT,
         format!("{}/admin/tenants/{t}/users/{user}/roles", one.base),
-        &admin,
+        admin,
         &json!({"roles": ["pilot"]}),
     )
     .await;
     assert_eq!(res.status(), StatusCode::OK);
     let changed = Instant::now();
     loop {
-        let decision = json(call(&http, Method::POST, check_url.clone(), &app, &ask).await).await;
+        let decision = json(call(http, Method::POST, check_url.clone(), &app, &ask).await).await;
         if decision["allowed"] == true {
             break;
         }
@@ -135,9 +171,9 @@ async fn two_processes_sharing_postgres_and_redis_agree_within_a_second() {
 
     // A session revoked through instance one is refused by instance two at once.
     let tokens = token(
-        &http,
+        http,
         &two.base,
-        &t,
+        t,
         &[
             ("grant_type", "password"),
             ("client_id", "admin-cli"),
@@ -155,13 +191,13 @@ async fn two_processes_sharing_postgres_and_redis_agree_within_a_second() {
         .expect("userinfo");
     assert_eq!(res.status(), StatusCode::OK);
     let res = call(
-        &http,
+        http,
         Method::POST,
         format!(
             "{}/admin/tenants/{t}/users/{user}/sessions/revoke",
             one.base
         ),
-        &admin,
+        admin,
         &json!({}),
     )
     .await;
@@ -177,10 +213,10 @@ async fn two_processes_sharing_postgres_and_redis_agree_within_a_second() {
     // Failed sign-ins are counted across instances: two here and two there
     // lock an account whose tenant locks after four.
     let res = call(
-        &http,
+        http,
         Method::PATCH,
         format!("{}/admin/tenants/{t}", one.base),
-        &admin,
+        admin,
         &json!({"settings": {"lockout_threshold": 4}}),
     )
     .await;
@@ -215,10 +251,10 @@ async fn two_processes_sharing_postgres_and_redis_agree_within_a_second() {
         "locked across instances"
     );
     let res = call(
-        &http,
+        http,
         Method::GET,
         format!("{}/admin/tenants/{t}/users/{user}", one.base),
-        &admin,
+        admin,
         &json!(null),
     )
     .await;
@@ -229,42 +265,23 @@ async fn two_processes_sharing_postgres_and_redis_agree_within_a_second() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL and Redis: run with --include-ignored and LATCHKEY_TEST_DATABASE_URL, LATCHKEY_TEST_REDIS_URL"]
 async fn a_user_changed_through_one_process_is_seen_by_the_other_within_a_second() {
-    crate::helpers::required_env("LATCHKEY_TEST_DATABASE_URL");
-    crate::helpers::required_env("LATCHKEY_TEST_REDIS_URL");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = test_config(dir.path());
-    let _cleanup = crate::helpers::Cleanup::of(&config);
-    let env = process_env(&config, dir.path());
-    let (one, two) = tokio::join!(start(&env), start(&env));
-    let http = reqwest::Client::new();
-    let admin = token(&http, &one.base, "system", &ADMIN_LOGIN).await;
-    let admin = str_of(&admin, "access_token").to_owned();
-    let t = slug("users");
-    let res = call(
-        &http,
-        Method::POST,
-        format!("{}/admin/tenants", one.base),
-        &admin,
-        &json!({"slug": t, "name": "Users"}),
-    )
-    .await;
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let res = call(
-        &http,
-        Method::POST,
-        format!("{}/admin/tenants/{t}/users", one.base),
-        &admin,
-        &json!({"email": "before@users.test", "password": USER_PASSWORD}),
-    )
-    .await;
-    let user = str_of(&json(res).await, "id").to_owned();
+    let shared = two_processes_with_a_user("users", "before@users.test").await;
+    let Shared {
+        one,
+        two,
+        http,
+        admin,
+        t,
+        user,
+        ..
+    } = &shared;
     let login = [
         ("grant_type", "password"),
         ("client_id", "admin-cli"),
         ("username", "before@users.test"),
         ("password", USER_PASSWORD),
     ];
-    let access = token(&http, &two.base, &t, &login).await;
+    let access = token(http, &two.base, t, &login).await;
     let access = str_of(&access, "access_token").to_owned();
     let userinfo = format!("{}/tenants/{t}/oauth/userinfo", two.base);
     let email = |v: Value| v["email"].as_str().unwrap_or_default().to_owned();
@@ -279,10 +296,10 @@ async fn a_user_changed_through_one_process_is_seen_by_the_other_within_a_second
 
     // A new e-mail through instance one: instance two answers it within a second.
     let res = call(
-        &http,
+        http,
         Method::PATCH,
         format!("{}/admin/tenants/{t}/users/{user}", one.base),
-        &admin,
+        admin,
         &json!({"email": "after@users.test"}),
     )
     .await;
@@ -307,10 +324,10 @@ async fn a_user_changed_through_one_process_is_seen_by_the_other_within_a_second
 
     // Deleted through instance one: instance two refuses its token at once.
     let res = call(
-        &http,
+        http,
         Method::DELETE,
         format!("{}/admin/tenants/{t}/users/{user}", one.base),
-        &admin,
+        admin,
         &json!({}),
     )
     .await;
@@ -327,39 +344,19 @@ async fn a_user_changed_through_one_process_is_seen_by_the_other_within_a_second
 #[tokio::test]
 #[ignore = "needs PostgreSQL and Redis: run with --include-ignored and LATCHKEY_TEST_DATABASE_URL, LATCHKEY_TEST_REDIS_URL"]
 async fn a_client_disabled_through_one_process_is_refused_by_the_other_with_its_view_warm() {
-    crate::helpers::required_env("LATCHKEY_TEST_DATABASE_URL");
-    crate::helpers::required_env("LATCHKEY_TEST_REDIS_URL");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let config = test_config(dir.path());
-    let _cleanup = crate::helpers::Cleanup::of(&config);
-    let env = process_env(&config, dir.path());
-    let (one, two) = tokio::join!(start(&env), start(&env));
-    let http = reqwest::Client::new();
-    let admin = token(&http, &one.base, "system", &ADMIN_LOGIN).await;
-    let admin = str_of(&admin, "access_token").to_owned();
-    let t = slug("clients");
-    let res = call(
-        &http,
-        Method::POST,
-        format!("{}/admin/tenants", one.base),
-        &admin,
-        &json!({"slug": t, "name": "Clients"}),
-    )
-    .await;
-    assert_eq!(res.status(), StatusCode::CREATED);
-    let res = call(
-        &http,
-        Method::POST,
-        format!("{}/admin/tenants/{t}/users", one.base),
-        &admin,
-        &json!({"email": "u@clients.test", "password": USER_PASSWORD}),
-    )
-    .await;
-    assert_eq!(res.status(), StatusCode::CREATED);
+    let shared = two_processes_with_a_user("clients", "u@clients.test").await;
+    let Shared {
+        one,
+        two,
+        http,
+        admin,
+        t,
+        ..
+    } = &shared;
     let access = token(
-        &http,
+        http,
         &two.base,
-        &t,
+        t,
         &[
             ("grant_type", "password"),
             ("client_id", "admin-cli"),
@@ -380,10 +377,10 @@ async fn a_client_disabled_through_one_process_is_refused_by_the_other_with_its_
     assert_eq!(res.status(), StatusCode::OK);
 
     let res = call(
-        &http,
+        http,
         Method::PATCH,
         format!("{}/admin/tenants/{t}/clients/admin-cli", one.base),
-        &admin,
+        admin,
         &json!({"enabled": false}),
     )
     .await;
