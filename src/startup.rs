@@ -133,6 +133,10 @@ impl Application {
         let data = web::Data::from(state.clone());
         let spec = api::openapi();
         let routes = web::Data::new(api::RouteTable::from_openapi(&spec));
+        // Serialised once and shared by every worker: the document as a
+        // value is several MB, which each worker would otherwise copy.
+        let spec_json = web::Bytes::from(serde_json::to_vec(&spec)?);
+        drop(spec);
         let auth_limit = crate::ratelimit::Limit {
             per_second: state.config.rate_limit_auth_per_second,
             burst: state.config.rate_limit_auth_burst,
@@ -163,9 +167,23 @@ impl Application {
                 .app_data(routes.clone())
                 .app_data(api::payload_config(max_body))
                 .app_data(api::path_config())
+                .route(
+                    "/openapi.json",
+                    web::get().to({
+                        let spec_json = spec_json.clone();
+                        move || {
+                            let body = spec_json.clone();
+                            async move {
+                                HttpResponse::Ok()
+                                    .content_type(actix_web::http::header::ContentType::json())
+                                    .body(body)
+                            }
+                        }
+                    }),
+                )
                 .service(
                     utoipa_swagger_ui::SwaggerUi::new("/docs/{_:.*}")
-                        .url("/openapi.json", spec.clone()),
+                        .config(utoipa_swagger_ui::Config::from("/openapi.json")),
                 )
                 // SPEC §3 names `/docs`; the page's relative assets need the slash.
                 .route(
