@@ -10,6 +10,7 @@ pub mod cache;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod memory;
 pub mod metrics;
 pub mod ratelimit;
 pub mod service;

@@ -42,6 +42,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    latchkey::memory::fix_mmap_threshold();
     let cli = Cli::parse();
     if let Some(Command::Openapi) = cli.command {
         // Needs no configuration: the document comes from the code alone.
@@ -91,6 +92,7 @@ async fn run(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
         Command::Serve => {
             let app = Application::build(config).await?;
+            latchkey::memory::spawn_trimmer();
             app.run_until_stopped().await?;
         }
         Command::Migrate => {

@@ -38,7 +38,11 @@ pub async fn bootstrap_admin(
         settings: TenantSettings::default(),
         created_at: crate::store::db::now(),
     };
-    super::users::check_policy(&policy_probe, email.as_str(), password.expose())?;
+    // A generated password is 256 random bits: the policy check (and the
+    // strength dictionaries it would load for good) has nothing to add.
+    if !generated {
+        super::users::check_policy(&policy_probe, email.as_str(), password.expose())?;
+    }
     let hash = state
         .passwords
         .hash(&password)
