@@ -1,10 +1,12 @@
-//! argon2id password hashing off the async workers, bounded to the cores.
+//! argon2id password hashing on threads of its own, below the request
+//! workers' CPU priority, bounded to the cores.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use argon2::password_hash::phc::PasswordHash;
-use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHasher, Version};
 use tokio::sync::Semaphore;
 
 use crate::config::Secret;
@@ -18,16 +20,113 @@ pub enum Verified {
     YesRehashed(String),
 }
 
-/// Hashes and verifies passwords; at most one hash per core runs at once so a
+/// The nice value of the hashing threads (Linux; 0 is the request workers').
+/// Token checks preempt a hash whenever they need a core, so a storm of
+/// sign-ins costs them little latency; an idle machine still gives the
+/// hashes every core (nice only weighs threads that compete).
+pub const HASH_THREAD_NICE: i32 = 10;
+
+/// How long a hashing thread keeps its argon2 memory after its last hash:
+/// within a burst each hash reuses the memory of the one before, instead of
+/// faulting in the whole memory cost (19 MiB by default) again.
+const KEEP_MEMORY: Duration = Duration::from_secs(2);
+
+/// Work for a hashing thread, given the thread's argon2 memory.
+type Job = Box<dyn FnOnce(&mut Vec<Block>) + Send>;
+
+/// Hashes and verifies passwords; at most one hash per core runs at once,
+/// on hashing threads at a lower CPU priority than the request workers, so a
 /// burst of logins cannot starve token verification.
 #[derive(Clone)]
 pub struct PasswordHasherPool {
     params: Params,
     permits: Arc<Semaphore>,
+    jobs: crossbeam_channel::Sender<Job>,
     queued: Arc<AtomicUsize>,
     dummy_hash: Arc<String>,
     /// Verifications against a stored hash (not the dummy) so far.
     stored_checks: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Lowers the calling thread's CPU priority to `HASH_THREAD_NICE`.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority changes only the nice value of the calling thread
+    // (on Linux the nice value is per thread); lowering it needs no privilege.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, HASH_THREAD_NICE);
+    }
+}
+
+/// Starts `count` hashing threads taking jobs from one queue. They end when
+/// the last sender (the last clone of the pool) is dropped.
+fn spawn_hash_threads(count: usize) -> Result<crossbeam_channel::Sender<Job>, HashError> {
+    let (sender, receiver) = crossbeam_channel::unbounded::<Job>();
+    for i in 0..count {
+        let receiver = receiver.clone();
+        std::thread::Builder::new()
+            .name(format!("argon2-{i}"))
+            .spawn(move || {
+                lower_priority();
+                let mut memory: Vec<Block> = Vec::new();
+                loop {
+                    let job = if memory.is_empty() {
+                        receiver.recv().map_err(|_| ())
+                    } else {
+                        match receiver.recv_timeout(KEEP_MEMORY) {
+                            Ok(job) => Ok(job),
+                            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                                memory = Vec::new();
+                                continue;
+                            }
+                            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(()),
+                        }
+                    };
+                    let Ok(job) = job else { break };
+                    // A panicking job drops its reply; the thread goes on.
+                    let _ =
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut memory)));
+                }
+            })
+            .map_err(|e| HashError::Hash(format!("cannot start a hashing thread: {e}")))?;
+    }
+    Ok(sender)
+}
+
+/// Whether `password` hashes to `parsed` (an argon2 PHC hash), computed in
+/// `memory` (grown as the hash's parameters need) and compared in constant
+/// time. Anything that is not a well-formed argon2 hash matches nothing.
+fn hash_matches(password: &[u8], parsed: &PasswordHash, memory: &mut Vec<Block>) -> bool {
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm.as_str()) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let Ok(params) = Params::try_from(parsed) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    let mut buffer = [0u8; 64];
+    let Some(out) = buffer.get_mut(..expected.len()) else {
+        return false;
+    };
+    let argon2 = Argon2::new(algorithm, version, params);
+    if argon2
+        .hash_password_into_with_memory(password, salt, out, &mut memory[..])
+        .is_err()
+    {
+        return false;
+    }
+    subtle::ConstantTimeEq::ct_eq(&*out, expected.as_bytes()).into()
 }
 
 /// The text in normalization form C.
@@ -54,8 +153,6 @@ fn candidates(text: &str) -> Vec<Secret> {
 pub enum HashError {
     #[error("password hashing failed: {0}")]
     Hash(String),
-    #[error("hashing task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
 }
 
 impl PasswordHasherPool {
@@ -74,6 +171,7 @@ impl PasswordHasherPool {
         Ok(Self {
             params,
             permits: Arc::new(Semaphore::new(cores)),
+            jobs: spawn_hash_threads(cores)?,
             queued: Arc::new(AtomicUsize::new(0)),
             dummy_hash: Arc::new(dummy_hash),
             stored_checks: Arc::default(),
@@ -91,7 +189,7 @@ impl PasswordHasherPool {
 
     async fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce() -> T + Send + 'static,
+        f: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
     ) -> Result<T, HashError> {
         let depth = self.queued.fetch_add(1, Ordering::Relaxed) + 1;
         crate::metrics::argon2_queue_depth(depth);
@@ -101,7 +199,18 @@ impl PasswordHasherPool {
                 .acquire()
                 .await
                 .map_err(|e| HashError::Hash(e.to_string()))?;
-            Ok(crate::telemetry::spawn_blocking(f).await?)
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            // The caller's span goes along, so the job's logs keep its fields.
+            let span = tracing::Span::current();
+            self.jobs
+                .send(Box::new(move |memory: &mut Vec<Block>| {
+                    let _entered = span.enter();
+                    let _ = reply.send(f(memory));
+                }))
+                .map_err(|_| HashError::Hash("the hashing threads have stopped".to_owned()))?;
+            answer
+                .await
+                .map_err(|_| HashError::Hash("the hashing job failed".to_owned()))
         }
         .await;
         let depth = self
@@ -117,7 +226,7 @@ impl PasswordHasherPool {
     pub async fn hash(&self, password: &Secret) -> Result<String, HashError> {
         let argon2 = self.argon2();
         let password = nfc(password.expose());
-        self.run(move || {
+        self.run(move |_| {
             argon2
                 .hash_password(password.expose().as_bytes())
                 .map(|h| h.to_string())
@@ -149,7 +258,7 @@ impl PasswordHasherPool {
         }
         let stored = stored.unwrap_or(&self.dummy_hash).to_owned();
         let wanted = self.params.clone();
-        self.run(move || {
+        self.run(move |memory| {
             let Ok(parsed) = PasswordHash::new(&stored) else {
                 return Verified::No;
             };
@@ -157,11 +266,7 @@ impl PasswordHasherPool {
             // on the input only (never on whether the user exists).
             let matched: Vec<bool> = candidates
                 .iter()
-                .map(|c| {
-                    argon2
-                        .verify_password(c.expose().as_bytes(), &parsed)
-                        .is_ok()
-                })
+                .map(|c| hash_matches(c.expose().as_bytes(), &parsed, memory))
                 .collect();
             if !(known && matched.contains(&true)) {
                 return Verified::No;
@@ -242,6 +347,70 @@ mod tests {
                 other => panic!("{typed:?}: {other:?}"),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn hashes_of_other_parameters_verify_in_the_memory_of_earlier_ones() {
+        let small = PasswordHasherPool::new(8192, 1, 1).expect("params");
+        let large = PasswordHasherPool::new(12288, 1, 2).expect("params");
+        let pw = Secret::new("correct horse battery staple");
+        let (h_small, h_large) = (
+            small.hash(&pw).await.expect("hash"),
+            large.hash(&pw).await.expect("hash"),
+        );
+        // One pool's threads keep their memory between these checks: a
+        // larger hash grows it, a smaller one uses the front of it.
+        for stored in [&h_small, &h_large, &h_small, &h_large] {
+            assert!(matches!(
+                small.verify(&pw, Some(stored)).await.expect("verify"),
+                Verified::Yes | Verified::YesRehashed(_)
+            ));
+            assert_eq!(
+                small
+                    .verify(&Secret::new("Correct horse battery staple"), Some(stored))
+                    .await
+                    .expect("verify"),
+                Verified::No
+            );
+        }
+        for broken in ["", "$argon2id$v=19$m=8192,t=1,p=1$c2FsdHNhbHQ", "$bcrypt$x"] {
+            assert_eq!(
+                small.verify(&pw, Some(broken)).await.expect("verify"),
+                Verified::No
+            );
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn hashes_run_below_the_request_workers_cpu_priority() {
+        let pool = PasswordHasherPool::new(8192, 1, 1).expect("params");
+        // Field 19 of /proc/thread-self/stat is the thread's nice value; the
+        // command name (field 2) has no spaces here ("argon2-N").
+        let nice = pool
+            .run(|_| {
+                std::fs::read_to_string("/proc/thread-self/stat")
+                    .ok()
+                    .and_then(|s| s.split_whitespace().nth(18)?.parse::<i32>().ok())
+            })
+            .await
+            .expect("job");
+        assert_eq!(nice, Some(super::HASH_THREAD_NICE));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_fails_alone_and_the_threads_go_on() {
+        let pool = PasswordHasherPool::new(8192, 1, 1).expect("params");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for _ in 0..cores + 1 {
+            assert!(pool.run(|_| -> u8 { panic!("job fails") }).await.is_err());
+        }
+        let pw = Secret::new("correct horse battery staple");
+        let h = pool.hash(&pw).await.expect("hash after panics");
+        assert_eq!(
+            pool.verify(&pw, Some(&h)).await.expect("verify"),
+            Verified::Yes
+        );
     }
 
     #[tokio::test]
