@@ -543,6 +543,11 @@ pub fn process_env(config: &Config, dir: &std::path::Path) -> Vec<(String, Strin
         ("LATCHKEY_RATE_LIMIT_AUTH_BURST".into(), "100000".into()),
         ("LATCHKEY_RATE_LIMIT_API_PER_SECOND".into(), "100000".into()),
         ("LATCHKEY_RATE_LIMIT_API_BURST".into(), "100000".into()),
+        // As in `test_config`: a rotated key signs at once.
+        (
+            "LATCHKEY_KEY_ACTIVATION_DELAY_SECONDS".into(),
+            config.key_activation_delay_seconds.to_string(),
+        ),
     ];
     if let Some(redis) = &config.redis_url {
         env.push(("LATCHKEY_REDIS_URL".into(), redis.clone()));

@@ -1,6 +1,8 @@
 //! Several latchkey processes sharing PostgreSQL and Redis agree: a policy
-//! change through one is enforced by the other within a second, and a
-//! session revoked through one is refused by the other at once.
+//! change through one is enforced by the other within a second, a session
+//! revoked through one is refused by the other at once, and a key rotated
+//! through one is honoured by the other on its next request, whatever each
+//! process has cached.
 
 use std::time::{Duration, Instant};
 
@@ -403,4 +405,111 @@ async fn a_client_disabled_through_one_process_is_refused_by_the_other_with_its_
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The `kid` in a JWS compact token's header.
+fn kid_of(token: &str) -> String {
+    use base64::Engine;
+    let header = token.split('.').next().expect("header");
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .expect("base64url header");
+    let header: Value = serde_json::from_slice(&header).expect("JSON header");
+    str_of(&header, "kid").to_owned()
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL and Redis: run with --include-ignored and LATCHKEY_TEST_DATABASE_URL, LATCHKEY_TEST_REDIS_URL"]
+async fn a_key_rotated_through_one_process_is_honoured_by_the_other_on_its_next_request() {
+    let shared = two_processes_with_a_user("keys", "u@keys.test").await;
+    let Shared {
+        one,
+        two,
+        http,
+        admin,
+        t,
+        ..
+    } = &shared;
+    let login = [
+        ("grant_type", "password"),
+        ("client_id", "admin-cli"),
+        ("scope", "openid"),
+        ("username", "u@keys.test"),
+        ("password", USER_PASSWORD),
+    ];
+    let userinfo = format!("{}/tenants/{t}/oauth/userinfo", two.base);
+    let status = |token: String| {
+        let (http, userinfo) = (http.clone(), userinfo.clone());
+        async move {
+            let res = http
+                .get(&userinfo)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("userinfo");
+            let status = res.status();
+            let body = res.text().await.unwrap_or_default();
+            (status, body)
+        }
+    };
+    // Each process is its own issuer here (its own port), so instance two
+    // signs the tokens it is shown.
+    let before = token(http, &two.base, t, &login).await;
+    let before = str_of(&before, "access_token").to_owned();
+    // Instance two's view holds the tenant's keys as they are now.
+    {
+        let (code, body) = status(before.clone()).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+    }
+
+    let res = call(
+        http,
+        Method::POST,
+        format!("{}/admin/tenants/{t}/keys/rotate", one.base),
+        admin,
+        &json!({}),
+    )
+    .await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    // Instance two signs with the new key within a second (the change bus).
+    let started = Instant::now();
+    let after = loop {
+        let after = token(http, &two.base, t, &login).await;
+        let after = str_of(&after, "access_token").to_owned();
+        if kid_of(&after) != kid_of(&before) {
+            break after;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "instance two still signs with the previous key after a second"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Its tokens of the new key and of the previous one (good until they
+    // expire) verify, the first time each is shown.
+    {
+        let (code, body) = status(after.clone()).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+    }
+    {
+        let (code, body) = status(before).await;
+        assert_eq!(code, StatusCode::OK, "{body}");
+    }
+    let jwks = http
+        .get(format!("{}/tenants/{t}/.well-known/jwks.json", two.base))
+        .send()
+        .await
+        .expect("jwks");
+    assert_eq!(jwks.status(), StatusCode::OK);
+    let jwks = json(jwks).await;
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["kid"].as_str())
+        .collect();
+    assert!(
+        kids.contains(&kid_of(&after).as_str()),
+        "instance two publishes the new key: {kids:?}"
+    );
 }
