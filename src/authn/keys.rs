@@ -322,6 +322,35 @@ pub struct TenantKeys {
     /// The cache must be re-read by then: its TTL, or the next time a key
     /// starts or stops signing.
     valid_until: Instant,
+    /// Access tokens whose signature and claims these keys verified, by the
+    /// SHA-256 of the token. It lives and dies with this set of keys: a key
+    /// change on any instance (or the set's TTL) starts an empty one.
+    verified: moka::future::Cache<[u8; 32], Arc<crate::authn::tokens::AccessClaims>>,
+}
+
+/// Verified access tokens one tenant's key set remembers at most, and for
+/// how long at most (a token's own `exp` is checked on every use).
+const VERIFIED_CAPACITY: u64 = 10_000;
+const VERIFIED_TTL: Duration = Duration::from_secs(300);
+
+impl TenantKeys {
+    /// The claims of a token these keys verified before (by SHA-256 of the
+    /// whole token), if remembered. Time-dependent checks are the caller's.
+    pub async fn verified(
+        &self,
+        digest: &[u8; 32],
+    ) -> Option<Arc<crate::authn::tokens::AccessClaims>> {
+        self.verified.get(digest).await
+    }
+
+    /// Remembers that these keys verified the token with this SHA-256.
+    pub async fn remember(
+        &self,
+        digest: [u8; 32],
+        claims: Arc<crate::authn::tokens::AccessClaims>,
+    ) {
+        self.verified.insert(digest, claims).await;
+    }
 }
 
 /// Publishes a new key at once; it signs from `now + delay`. The tenant's
@@ -516,6 +545,10 @@ impl KeyRing {
             jwks,
             loaded_at: Instant::now(),
             valid_until,
+            verified: moka::future::Cache::builder()
+                .max_capacity(VERIFIED_CAPACITY)
+                .time_to_live(VERIFIED_TTL)
+                .build(),
         });
         Ok(keys)
     }

@@ -1,6 +1,8 @@
 //! Access tokens: RFC 9068 JWTs signed with the tenant's active key, and their
 //! verification with the algorithm pinned by `kid`.
 
+use std::sync::Arc;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::errors::ErrorKind;
@@ -131,6 +133,21 @@ pub async fn verify(
             "The access token is not a JWS compact token",
         ));
     }
+    // A token this tenant's current keys verified before needs only its
+    // time checks again: the signature and every other claim check are a
+    // function of the token and the keys alone.
+    let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()).into();
+    let keys = match ring.keys(tenant).await {
+        Ok(keys) => Some(keys),
+        Err(StoreError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if let Some(keys) = &keys
+        && let Some(claims) = keys.verified(&digest).await
+    {
+        check_times(&claims, leeway)?;
+        return Ok((*claims).clone());
+    }
     let header = decode_json_part(parts[0]).ok_or(TokenError::Malformed(
         "The token header is not base64url JSON",
     ))?;
@@ -227,7 +244,22 @@ pub async fn verify(
     if !audience_named {
         return Err(TokenError::Invalid("The token names no audience"));
     }
+    keys.remember(digest, Arc::new(data.claims.clone())).await;
     Ok(data.claims)
+}
+
+/// `exp` and `nbf` against the clock, with `leeway` seconds either way, as
+/// jsonwebtoken's `Validation` checks them (RFC 7519 §4.1.4, §4.1.5).
+fn check_times(claims: &AccessClaims, leeway: u64) -> Result<(), TokenError> {
+    let now = jsonwebtoken::get_current_timestamp() as i64;
+    let leeway = leeway as i64;
+    if claims.exp < now - leeway {
+        return Err(TokenError::Expired);
+    }
+    if claims.nbf > now + leeway {
+        return Err(TokenError::NotYetValid);
+    }
+    Ok(())
 }
 
 /// Whether `token` carries a valid signature by tenant `tenant`'s key `kid`.

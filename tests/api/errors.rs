@@ -128,6 +128,28 @@ async fn bad_signature_unknown_kid_and_foreign_alg_are_401_token_invalid() {
 }
 
 #[tokio::test]
+async fn a_token_verified_before_is_still_refused_once_it_expires() {
+    let app = spawn_app().await;
+    let admin = app.admin_token().await;
+    let leeway = app.config.clock_leeway_seconds as i64;
+    let mut claims = TestApp::claims_of(&admin);
+    // Good for two more seconds, leeway included.
+    claims.exp = chrono::Utc::now().timestamp() - leeway + 2;
+    claims.iat = claims.exp - 900;
+    claims.nbf = claims.iat;
+    let token = app.sign_as("system", &claims).await;
+    // The second use is answered from the remembered verification.
+    for _ in 0..2 {
+        let res = app.get("/tenants/system/oauth/userinfo", &token).await;
+        assert_eq!(res.status(), reqwest::StatusCode::OK);
+    }
+    let past = claims.exp + leeway + 1 - chrono::Utc::now().timestamp();
+    tokio::time::sleep(std::time::Duration::from_secs(past.max(0) as u64)).await;
+    let res = app.get("/tenants/system/oauth/userinfo", &token).await;
+    assert_unauthorized(res, "token_expired").await;
+}
+
+#[tokio::test]
 async fn expired_and_not_yet_valid_tokens_have_their_own_codes() {
     let app = spawn_app().await;
     let admin = app.admin_token().await;
