@@ -322,35 +322,11 @@ pub struct TenantKeys {
     /// The cache must be re-read by then: its TTL, or the next time a key
     /// starts or stops signing.
     valid_until: Instant,
-    /// Access tokens whose signature and claims these keys verified, by the
-    /// SHA-256 of the token. It lives and dies with this set of keys: a key
-    /// change on any instance (or the set's TTL) starts an empty one.
-    verified: moka::future::Cache<[u8; 32], Arc<crate::authn::tokens::AccessClaims>>,
-}
-
-/// Verified access tokens one tenant's key set remembers at most, and for
-/// how long at most (a token's own `exp` is checked on every use).
-const VERIFIED_CAPACITY: u64 = 10_000;
-const VERIFIED_TTL: Duration = Duration::from_secs(300);
-
-impl TenantKeys {
-    /// The claims of a token these keys verified before (by SHA-256 of the
-    /// whole token), if remembered. Time-dependent checks are the caller's.
-    pub async fn verified(
-        &self,
-        digest: &[u8; 32],
-    ) -> Option<Arc<crate::authn::tokens::AccessClaims>> {
-        self.verified.get(digest).await
-    }
-
-    /// Remembers that these keys verified the token with this SHA-256.
-    pub async fn remember(
-        &self,
-        digest: [u8; 32],
-        claims: Arc<crate::authn::tokens::AccessClaims>,
-    ) {
-        self.verified.insert(digest, claims).await;
-    }
+    /// Names this set's verdicts in the ring's memory of verified tokens.
+    /// A reload that keeps every verifying key keeps the generation (and so
+    /// the verdicts); a set that lost a key, or that follows a key change
+    /// announced by any instance, starts a new one.
+    generation: u64,
 }
 
 /// Publishes a new key at once; it signs from `now + delay`. The tenant's
@@ -420,7 +396,18 @@ pub struct KeyRing {
     /// Bounded: a token naming a tenant that does not exist costs one
     /// lookup per cache lifetime, never an entry that stays.
     cache: crate::cache::Cached<String, Arc<TenantKeys>>,
+    /// Access tokens a key set verified, by (the set's generation, SHA-256
+    /// of the whole token): a client presents its token many times, and a
+    /// remembered one needs its time checks only. Only verified tokens
+    /// enter, at most `VERIFIED_CAPACITY` in all.
+    verified: moka::future::Cache<(u64, [u8; 32]), Arc<crate::authn::tokens::AccessClaims>>,
+    generations: std::sync::atomic::AtomicU64,
 }
+
+/// Verified access tokens one instance remembers at most, and for how long
+/// at most (a token's own `exp` is checked on every use).
+const VERIFIED_CAPACITY: u64 = 50_000;
+const VERIFIED_TTL: Duration = Duration::from_secs(300);
 
 /// Tenants whose keys one instance holds at most.
 const KEY_CACHE_CAPACITY: u64 = 10_000;
@@ -431,7 +418,34 @@ impl KeyRing {
             db,
             master,
             cache: crate::cache::Cached::new(KEY_CACHE_CAPACITY, CACHE_TTL),
+            verified: moka::future::Cache::builder()
+                .max_capacity(VERIFIED_CAPACITY)
+                .time_to_live(VERIFIED_TTL)
+                .build(),
+            generations: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// The claims of a token `keys` verified before (by SHA-256 of the
+    /// whole token), if remembered. Time-dependent checks are the caller's.
+    pub async fn verified(
+        &self,
+        keys: &TenantKeys,
+        digest: &[u8; 32],
+    ) -> Option<Arc<crate::authn::tokens::AccessClaims>> {
+        self.verified.get(&(keys.generation, *digest)).await
+    }
+
+    /// Remembers that `keys` verified the token with this SHA-256.
+    pub async fn remember(
+        &self,
+        keys: &TenantKeys,
+        digest: [u8; 32],
+        claims: Arc<crate::authn::tokens::AccessClaims>,
+    ) {
+        self.verified
+            .insert((keys.generation, digest), claims)
+            .await;
     }
 
     pub fn master(&self) -> &MasterKey {
@@ -441,11 +455,14 @@ impl KeyRing {
     /// The tenant's keys, from cache while fresh (one load at a time).
     pub async fn keys(&self, tenant: &str) -> Result<Arc<TenantKeys>, StoreError> {
         let key = tenant.to_owned();
-        let keys = self.cache.get_or_load(&key, || self.load(tenant)).await?;
+        let keys = self
+            .cache
+            .get_or_load(&key, || self.load(tenant, None))
+            .await?;
         if Instant::now() < keys.valid_until {
             return Ok(keys);
         }
-        self.reload(tenant).await
+        self.reload(tenant, &keys).await
     }
 
     /// The tenant's keys, re-read if `kid` is unknown and the last read is not too recent.
@@ -454,7 +471,7 @@ impl KeyRing {
         if keys.verifying.contains_key(kid) || keys.loaded_at.elapsed() < MISS_RELOAD_INTERVAL {
             return Ok(keys);
         }
-        self.reload(tenant).await
+        self.reload(tenant, &keys).await
     }
 
     /// How many tenants' keys this instance holds (approximate).
@@ -473,13 +490,25 @@ impl KeyRing {
     }
 
     /// Reads the tenant's keys again now.
-    async fn reload(&self, tenant: &str) -> Result<Arc<TenantKeys>, StoreError> {
+    async fn reload(
+        &self,
+        tenant: &str,
+        previous: &TenantKeys,
+    ) -> Result<Arc<TenantKeys>, StoreError> {
         self.forget(tenant);
         let key = tenant.to_owned();
-        self.cache.get_or_load(&key, || self.load(tenant)).await
+        self.cache
+            .get_or_load(&key, || self.load(tenant, Some(previous)))
+            .await
     }
 
-    async fn load(&self, tenant: &str) -> Result<Arc<TenantKeys>, StoreError> {
+    /// Reads the tenant's keys. The set keeps `previous`'s generation when
+    /// it still holds every key `previous` verified with.
+    async fn load(
+        &self,
+        tenant: &str,
+        previous: Option<&TenantKeys>,
+    ) -> Result<Arc<TenantKeys>, StoreError> {
         let tenant_owned = tenant.to_owned();
         let now = crate::store::db::now();
         let rows = self
@@ -539,16 +568,21 @@ impl KeyRing {
                 });
             }
         }
+        let generation = match previous {
+            Some(p) if p.verifying.keys().all(|kid| verifying.contains_key(kid)) => p.generation,
+            _ => {
+                self.generations
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    + 1
+            }
+        };
         let keys = Arc::new(TenantKeys {
             signing,
             verifying,
             jwks,
             loaded_at: Instant::now(),
             valid_until,
-            verified: moka::future::Cache::builder()
-                .max_capacity(VERIFIED_CAPACITY)
-                .time_to_live(VERIFIED_TTL)
-                .build(),
+            generation,
         });
         Ok(keys)
     }

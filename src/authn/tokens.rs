@@ -133,21 +133,6 @@ pub async fn verify(
             "The access token is not a JWS compact token",
         ));
     }
-    // A token this tenant's current keys verified before needs only its
-    // time checks again: the signature and every other claim check are a
-    // function of the token and the keys alone.
-    let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()).into();
-    let keys = match ring.keys(tenant).await {
-        Ok(keys) => Some(keys),
-        Err(StoreError::NotFound(_)) => None,
-        Err(e) => return Err(e.into()),
-    };
-    if let Some(keys) = &keys
-        && let Some(claims) = keys.verified(&digest).await
-    {
-        check_times(&claims, leeway)?;
-        return Ok((*claims).clone());
-    }
     let header = decode_json_part(parts[0]).ok_or(TokenError::Malformed(
         "The token header is not base64url JSON",
     ))?;
@@ -210,6 +195,14 @@ pub async fn verify(
         }
         Err(e) => return Err(e.into()),
     };
+    // A token these keys verified before needs only its time checks again:
+    // the signature and every other check are a function of the token and
+    // the keys alone.
+    let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()).into();
+    if let Some(claims) = ring.verified(&keys, &digest).await {
+        check_times(&claims, leeway)?;
+        return Ok((*claims).clone());
+    }
     let key = keys
         .verifying
         .get(kid)
@@ -244,7 +237,8 @@ pub async fn verify(
     if !audience_named {
         return Err(TokenError::Invalid("The token names no audience"));
     }
-    keys.remember(digest, Arc::new(data.claims.clone())).await;
+    ring.remember(&keys, digest, Arc::new(data.claims.clone()))
+        .await;
     Ok(data.claims)
 }
 
