@@ -48,19 +48,25 @@ pub struct PasswordHasherPool {
     stored_checks: Arc<std::sync::atomic::AtomicU64>,
 }
 
-/// Lowers the calling thread's CPU priority to `HASH_THREAD_NICE`.
+/// Lowers the calling thread's CPU priority by `HASH_THREAD_NICE` from the
+/// process's (relative, so it holds under a process already niced, capped
+/// at 19 by the kernel).
 fn lower_priority() {
     #[cfg(target_os = "linux")]
-    // SAFETY: setpriority changes only the nice value of the calling thread
-    // (on Linux the nice value is per thread); lowering it needs no privilege.
+    // SAFETY: nice changes only the nice value of the calling thread (on
+    // Linux the nice value is per thread); lowering priority needs no
+    // privilege.
     unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, HASH_THREAD_NICE);
+        libc::nice(HASH_THREAD_NICE);
     }
 }
 
 /// Starts `count` hashing threads taking jobs from one queue. They end when
 /// the last sender (the last clone of the pool) is dropped.
-fn spawn_hash_threads(count: usize) -> Result<crossbeam_channel::Sender<Job>, HashError> {
+fn spawn_hash_threads(
+    count: usize,
+    keep_blocks: usize,
+) -> Result<crossbeam_channel::Sender<Job>, HashError> {
     let (sender, receiver) = crossbeam_channel::unbounded::<Job>();
     for i in 0..count {
         let receiver = receiver.clone();
@@ -86,6 +92,11 @@ fn spawn_hash_threads(count: usize) -> Result<crossbeam_channel::Sender<Job>, Ha
                     // A panicking job drops its reply; the thread goes on.
                     let _ =
                         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut memory)));
+                    // What a stored hash of larger parameters grew is not
+                    // kept: only the pool's own memory cost is.
+                    if memory.len() > keep_blocks {
+                        memory = Vec::new();
+                    }
                 }
             })
             .map_err(|e| HashError::Hash(format!("cannot start a hashing thread: {e}")))?;
@@ -113,6 +124,11 @@ fn hash_matches(password: &[u8], parsed: &PasswordHash, memory: &mut Vec<Block>)
     };
     let blocks = params.block_count();
     if memory.len() < blocks {
+        // Fallible: a stored hash naming an absurd memory cost matches
+        // nothing instead of aborting the process.
+        if memory.try_reserve_exact(blocks - memory.len()).is_err() {
+            return false;
+        }
         memory.resize(blocks, Block::default());
     }
     let mut buffer = [0u8; 64];
@@ -168,10 +184,11 @@ impl PasswordHasherPool {
             .hash_password(crate::authn::random_token().as_bytes())
             .map_err(|e| HashError::Hash(e.to_string()))?
             .to_string();
+        let keep_blocks = params.block_count();
         Ok(Self {
             params,
             permits: Arc::new(Semaphore::new(cores)),
-            jobs: spawn_hash_threads(cores)?,
+            jobs: spawn_hash_threads(cores, keep_blocks)?,
             queued: Arc::new(AtomicUsize::new(0)),
             dummy_hash: Arc::new(dummy_hash),
             stored_checks: Arc::default(),
@@ -204,6 +221,11 @@ impl PasswordHasherPool {
             let span = tracing::Span::current();
             self.jobs
                 .send(Box::new(move |memory: &mut Vec<Block>| {
+                    // A caller gone (its request cancelled) no longer
+                    // waits: its hash is not run for nobody.
+                    if reply.is_closed() {
+                        return;
+                    }
                     let _entered = span.enter();
                     let _ = reply.send(f(memory));
                 }))
@@ -373,7 +395,13 @@ mod tests {
                 Verified::No
             );
         }
-        for broken in ["", "$argon2id$v=19$m=8192,t=1,p=1$c2FsdHNhbHQ", "$bcrypt$x"] {
+        for broken in [
+            "",
+            "$argon2id$v=19$m=8192,t=1,p=1$c2FsdHNhbHQ",
+            "$bcrypt$x",
+            // 4 TiB of argon2 memory: refused, never an aborting allocation.
+            "$argon2id$v=19$m=4294967295,t=1,p=1$c2FsdHNhbHQ$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        ] {
             assert_eq!(
                 small.verify(&pw, Some(broken)).await.expect("verify"),
                 Verified::No
