@@ -40,6 +40,15 @@ async fn call(
         .expect("request")
 }
 
+/// GET userinfo of tenant `t` at `base` with `bearer`.
+async fn userinfo(http: &reqwest::Client, base: &str, t: &str, bearer: &str) -> reqwest::Response {
+    http.get(format!("{base}/tenants/{t}/oauth/userinfo"))
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .expect("userinfo")
+}
+
 /// Two latchkey processes sharing PostgreSQL and Redis, a platform admin's
 /// token, and a tenant (created through the first) with one user.
 struct Shared {
@@ -285,15 +294,9 @@ async fn a_user_changed_through_one_process_is_seen_by_the_other_within_a_second
     ];
     let access = token(http, &two.base, t, &login).await;
     let access = str_of(&access, "access_token").to_owned();
-    let userinfo = format!("{}/tenants/{t}/oauth/userinfo", two.base);
     let email = |v: Value| v["email"].as_str().unwrap_or_default().to_owned();
     // Instance two holds the user in its view now.
-    let res = http
-        .get(&userinfo)
-        .bearer_auth(&access)
-        .send()
-        .await
-        .expect("userinfo");
+    let res = userinfo(http, &two.base, t, &access).await;
     assert_eq!(email(json(res).await), "before@users.test");
 
     // A new e-mail through instance one: instance two answers it within a second.
@@ -308,12 +311,7 @@ async fn a_user_changed_through_one_process_is_seen_by_the_other_within_a_second
     assert_eq!(res.status(), StatusCode::OK);
     let started = Instant::now();
     loop {
-        let res = http
-            .get(&userinfo)
-            .bearer_auth(&access)
-            .send()
-            .await
-            .expect("userinfo");
+        let res = userinfo(http, &two.base, t, &access).await;
         if email(json(res).await) == "after@users.test" {
             break;
         }
@@ -334,12 +332,7 @@ async fn a_user_changed_through_one_process_is_seen_by_the_other_within_a_second
     )
     .await;
     assert_eq!(res.status(), StatusCode::NO_CONTENT);
-    let res = http
-        .get(&userinfo)
-        .bearer_auth(&access)
-        .send()
-        .await
-        .expect("userinfo");
+    let res = userinfo(http, &two.base, t, &access).await;
     assert_unauthorized(res, "session_revoked").await;
 }
 
@@ -368,14 +361,8 @@ async fn a_client_disabled_through_one_process_is_refused_by_the_other_with_its_
     )
     .await;
     let access = str_of(&access, "access_token").to_owned();
-    let userinfo = format!("{}/tenants/{t}/oauth/userinfo", two.base);
     // Instance two's view holds the tenant, the client and the user now.
-    let res = http
-        .get(&userinfo)
-        .bearer_auth(&access)
-        .send()
-        .await
-        .expect("userinfo");
+    let res = userinfo(http, &two.base, t, &access).await;
     assert_eq!(res.status(), StatusCode::OK);
 
     let res = call(
@@ -389,12 +376,7 @@ async fn a_client_disabled_through_one_process_is_refused_by_the_other_with_its_
     assert_eq!(res.status(), StatusCode::OK);
     let started = Instant::now();
     loop {
-        let res = http
-            .get(&userinfo)
-            .bearer_auth(&access)
-            .send()
-            .await
-            .expect("userinfo");
+        let res = userinfo(http, &two.base, t, &access).await;
         if res.status() == StatusCode::UNAUTHORIZED {
             assert_unauthorized(res, "account_disabled").await;
             break;
@@ -409,13 +391,10 @@ async fn a_client_disabled_through_one_process_is_refused_by_the_other_with_its_
 
 /// The `kid` in a JWS compact token's header.
 fn kid_of(token: &str) -> String {
-    use base64::Engine;
-    let header = token.split('.').next().expect("header");
-    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(header)
-        .expect("base64url header");
-    let header: Value = serde_json::from_slice(&header).expect("JSON header");
-    str_of(&header, "kid").to_owned()
+    jsonwebtoken::decode_header(token)
+        .expect("JWS header")
+        .kid
+        .expect("kid")
 }
 
 #[tokio::test]
@@ -437,23 +416,11 @@ async fn a_key_rotated_through_one_process_is_honoured_by_the_other_on_its_next_
         ("username", "u@keys.test"),
         ("password", USER_PASSWORD),
     ];
-    let userinfo = format!("{}/tenants/{t}/oauth/userinfo", two.base);
-    let status = |token: String| {
-        let (http, userinfo) = (http.clone(), userinfo.clone());
-        async move {
-            let res = http
-                .get(&userinfo)
-                .bearer_auth(token)
-                .send()
-                .await
-                .expect("userinfo");
-            let status = res.status();
-            let body = res.text().await.unwrap_or_default();
-            (status, body)
-        }
+    let status = |token: String| async move {
+        let res = userinfo(http, &two.base, t, &token).await;
+        let status = res.status();
+        (status, res.text().await.unwrap_or_default())
     };
-    // Each process is its own issuer here (its own port), so instance two
-    // signs the tokens it is shown.
     let before = token(http, &two.base, t, &login).await;
     let before = str_of(&before, "access_token").to_owned();
     // Instance two's view holds the tenant's keys as they are now.
