@@ -31,16 +31,16 @@ pub async fn bootstrap_admin(
     let email = Email::parse(email).map_err(|e| AppError::validation("admin-email", e))?;
     let generated = password.is_none();
     let password = password.unwrap_or_else(|| Secret::new(random_token()));
-    let policy_probe = tenants::Tenant {
-        slug: slug.to_string(),
-        name: String::new(),
-        status: crate::domain::TenantStatus::Active,
-        settings: TenantSettings::default(),
-        created_at: crate::store::db::now(),
-    };
     // A generated password is 256 random bits: the policy check (and the
     // strength dictionaries it would load for good) has nothing to add.
     if !generated {
+        let policy_probe = tenants::Tenant {
+            slug: slug.to_string(),
+            name: String::new(),
+            status: crate::domain::TenantStatus::Active,
+            settings: TenantSettings::default(),
+            created_at: crate::store::db::now(),
+        };
         super::users::check_policy(&policy_probe, email.as_str(), password.expose())?;
     }
     let hash = state
