@@ -214,13 +214,13 @@ fn header(res: &Response, name: &str) -> Option<String> {
 }
 
 /// The `Location` of a response, resolved against the request URL.
-fn location(res: &Response) -> Option<Url> {
+pub(crate) fn location(res: &Response) -> Option<Url> {
     let raw = header(res, "location")?;
     Some(res.url().join(&raw).expect("a URL in Location"))
 }
 
 /// A query parameter of a URL, decoded.
-fn param(url: &Url, key: &str) -> Option<String> {
+pub(crate) fn param(url: &Url, key: &str) -> Option<String> {
     url.query_pairs()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.into_owned())
@@ -486,7 +486,7 @@ fn browser_with_jar() -> (reqwest::Client, Arc<reqwest::cookie::Jar>) {
     (client, jar)
 }
 
-fn browser() -> reqwest::Client {
+pub(crate) fn browser() -> reqwest::Client {
     browser_with_jar().0
 }
 
@@ -582,7 +582,7 @@ async fn refused_sign_in(res: Response) -> (String, String) {
 
 /// Signs in through the login page an authorize URL leads to; answers the
 /// redirect back to the client.
-async fn sign_in(
+pub(crate) async fn sign_in(
     browser: &reqwest::Client,
     authorize_url: &str,
     email: &str,
