@@ -22,9 +22,11 @@ use crate::helpers::{TestApp, USER_PASSWORD, json, spawn_app_with, str_of};
 // A counting proxy in front of latchkey
 // ---------------------------------------------------------------------------
 
-/// Forwards every request to latchkey and counts them by method and path.
+/// Forwards every request to latchkey and counts them by method and path;
+/// while `down`, answers 502 as a gateway whose upstream is gone would.
 pub(crate) struct CountingProxy {
     counts: Arc<parking_lot::Mutex<HashMap<(String, String), usize>>>,
+    down: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CountingProxy {
@@ -38,9 +40,16 @@ impl CountingProxy {
             Arc<parking_lot::Mutex<HashMap<(String, String), usize>>>,
             String,
             reqwest::Client,
+            Arc<std::sync::atomic::AtomicBool>,
         );
         async fn forward(State(shared): State<Arc<Shared>>, req: Request) -> Response {
-            let (counts, upstream, http) = &*shared;
+            let (counts, upstream, http, down) = &*shared;
+            if down.load(Ordering::SeqCst) {
+                return Response::builder()
+                    .status(502)
+                    .body(Body::empty())
+                    .unwrap_or_default();
+            }
             let (parts, body) = req.into_parts();
             *counts
                 .lock()
@@ -80,6 +89,7 @@ impl CountingProxy {
         }
 
         let counts = Arc::new(parking_lot::Mutex::new(HashMap::new()));
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -88,11 +98,17 @@ impl CountingProxy {
             counts.clone(),
             upstream,
             http,
+            down.clone(),
         )));
         listener.set_nonblocking(true).expect("nonblocking");
         let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
         tokio::spawn(async move { axum::serve(listener, router).await });
-        CountingProxy { counts }
+        CountingProxy { counts, down }
+    }
+
+    /// Makes latchkey unreachable through the proxy (502), or reachable again.
+    pub(crate) fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
     }
 
     /// Requests seen so far with this method and path.
@@ -273,7 +289,14 @@ async fn verifier_accepts_a_valid_token_and_answers_every_failure_with_its_code(
     let mut barely = base.clone();
     barely.exp = now() - 10;
     let barely = env.app.sign_as(&env.t, &barely).await;
-    verifier.verify(&barely).await.expect("within the leeway");
+    verifier
+        .verify(&barely)
+        .await
+        .expect("exp within the leeway");
+    let mut soon = base.clone();
+    soon.nbf = now() + 10;
+    let soon = env.app.sign_as(&env.t, &soon).await;
+    verifier.verify(&soon).await.expect("nbf within the leeway");
 
     // Another tenant's genuine token.
     let other = crate::helpers::slug("o");
@@ -477,20 +500,33 @@ async fn revocation_aware_mode_refuses_a_logged_out_token_within_its_cache_time(
         "session_revoked"
     );
 
-    // Introspection unreachable: fail closed with 503.
-    let unreachable = Verifier::builder(&env.issuer, AUDIENCE)
+    // latchkey unreachable (a gateway answers 502): fail closed, 503.
+    let other = env.sign_in(&env.email).await;
+    env.proxy.set_down(true);
+    let e = verifier
+        .verify(str_of(&other, "access_token"))
+        .await
+        .expect_err("refused");
+    env.proxy.set_down(false);
+    assert_eq!(e.code(), "store_unavailable");
+    assert_eq!(e.status(), 503);
+    verifier
+        .verify(str_of(&other, "access_token"))
+        .await
+        .expect("accepted once latchkey answers again (failures are not remembered)");
+
+    // The API's client refused (a wrong secret): a configuration error, 500.
+    let misconfigured = Verifier::builder(&env.issuer, AUDIENCE)
         .client(AUDIENCE, "not-the-secret")
         .revocation_check(ttl)
         .build()
         .await
         .expect("verifier");
-    let other = env.sign_in(&env.email).await;
-    let e = unreachable
+    let e = misconfigured
         .verify(str_of(&other, "access_token"))
         .await
         .expect_err("refused");
-    assert_eq!(e.code(), "store_unavailable");
-    assert_eq!(e.status(), 503);
+    assert_eq!((e.code(), e.status()), ("internal", 500));
 }
 
 // ---------------------------------------------------------------------------
@@ -748,5 +784,91 @@ async fn token_expired_from_an_api_causes_one_refresh_and_one_retry() {
         3,
         "one refresh for all"
     );
-    assert!(calls.load(Ordering::SeqCst) <= 40);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        40,
+        "each of the 20 calls and its one retry"
+    );
+}
+
+/// A store that keeps its tokens where another manager can find them (a
+/// session store, a file), and counts the writes.
+#[derive(Default)]
+struct SharedStore {
+    tokens: parking_lot::Mutex<Option<TokenSet>>,
+    saves: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl latchkey_client::TokenStore for SharedStore {
+    async fn load(&self) -> Result<Option<TokenSet>, latchkey_client::StoreError> {
+        Ok(self.tokens.lock().clone())
+    }
+    async fn save(&self, tokens: &TokenSet) -> Result<(), latchkey_client::StoreError> {
+        self.saves.fetch_add(1, Ordering::SeqCst);
+        *self.tokens.lock() = Some(tokens.clone());
+        Ok(())
+    }
+    async fn clear(&self) -> Result<(), latchkey_client::StoreError> {
+        *self.tokens.lock() = None;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn tokens_persist_through_the_store_and_a_new_manager_continues_the_rotation() {
+    let env = env().await;
+    let store = Arc::new(SharedStore::default());
+    let first = TokenManager::builder(&env.issuer, WEB_CLIENT)
+        .store(store.clone())
+        .build();
+    first
+        .set_tokens(expired_set(&env.sign_in(&env.email).await))
+        .await
+        .expect("set");
+    let refreshed = first.access_token().await.expect("refreshed");
+    assert_eq!(
+        store.saves.load(Ordering::SeqCst),
+        2,
+        "set, then the rotation"
+    );
+    // A new process reads the store and goes on where the first left off:
+    // its refresh spends the rotated refresh token, not the first one.
+    drop(first);
+    let second = TokenManager::builder(&env.issuer, WEB_CLIENT)
+        .store(store.clone())
+        .build();
+    assert_eq!(second.access_token().await.expect("held"), refreshed);
+    let mut held = store.tokens.lock().clone().expect("tokens");
+    held.expires_at = now() as u64 - 1;
+    *store.tokens.lock() = Some(held);
+    let again = second.access_token().await.expect("refreshed again");
+    assert_ne!(again, refreshed);
+    assert_eq!(env.proxy.count("POST", &env.token_path()), 2);
+    // revoke() ends the session at latchkey and forgets the tokens.
+    second.revoke().await.expect("revoked");
+    assert!(store.tokens.lock().is_none());
+    let res = env
+        .app
+        .get(&format!("/tenants/{}/oauth/userinfo", env.t), &again)
+        .await;
+    crate::helpers::assert_unauthorized(res, "session_revoked").await;
+}
+
+#[tokio::test]
+async fn a_refresh_finishes_and_is_saved_even_when_its_caller_gives_up() {
+    let env = env().await;
+    let manager = new_manager(&env);
+    let answer = env.sign_in(&env.email).await;
+    manager.set_tokens(expired_set(&answer)).await.expect("set");
+    // The caller stops waiting at once; the refresh goes on without it.
+    let gave_up = tokio::time::timeout(Duration::from_micros(1), manager.access_token()).await;
+    assert!(gave_up.is_err(), "the caller gave up");
+    let token = manager.access_token().await.expect("a token");
+    assert_ne!(token, str_of(&answer, "access_token"));
+    assert_eq!(
+        env.proxy.count("POST", &env.token_path()),
+        1,
+        "the abandoned refresh was saved and reused: no second refresh"
+    );
 }

@@ -336,3 +336,154 @@ async fn web_app_signs_in_calls_tenant_api_and_signs_out() {
         "the login page again: {next}"
     );
 }
+
+#[tokio::test]
+async fn a_scope_requirement_answers_403_insufficient_scope_naming_the_scope() {
+    use latchkey_client::{RequireScope, scope};
+    scope!(Email = "email");
+    async fn email(user: RequireScope<Email>) -> String {
+        user.sub.clone()
+    }
+    let env = env().await;
+    let verifier = env.verifier().await;
+    let router = axum::Router::new()
+        .route("/email", axum::routing::get(email))
+        .with_state(verifier);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let api = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let base = TestApp::claims_of(str_of(&env.sign_in(&env.email).await, "access_token"));
+    let mut with = base.clone();
+    with.scope = "openid email".to_owned();
+    let mut without = base.clone();
+    without.scope = "openid".to_owned();
+    let http = reqwest::Client::new();
+    let with = env.app.sign_as(&env.t, &with).await;
+    let res = http
+        .get(format!("{api}/email"))
+        .bearer_auth(&with)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(res.status(), StatusCode::OK);
+    let without = env.app.sign_as(&env.t, &without).await;
+    let res = http
+        .get(format!("{api}/email"))
+        .bearer_auth(&without)
+        .send()
+        .await
+        .expect("request");
+    refused(
+        res,
+        StatusCode::FORBIDDEN,
+        "insufficient_scope",
+        &format!(
+            "Bearer realm=\"{}\", error=\"insufficient_scope\", scope=\"email\"",
+            env.t
+        ),
+        "without the scope",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn tenant_api_fails_closed_with_503_while_latchkey_cannot_be_asked() {
+    let env = env().await;
+    grant(&env, &env.user_id, &["reader"]).await;
+    for framework in ["axum", "actix"] {
+        let api = start_tenant_api(&env, framework).await;
+        let token = env.sign_in(&env.email).await;
+        let token = str_of(&token, "access_token").to_owned();
+        env.proxy.set_down(true);
+        for path in ["/me", "/documents"] {
+            let res = reqwest::Client::new()
+                .get(format!("{api}{path}"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .expect("request");
+            env.proxy.set_down(false);
+            assert_eq!(
+                res.status(),
+                StatusCode::SERVICE_UNAVAILABLE,
+                "{framework} {path}"
+            );
+            assert_eq!(
+                res.headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()),
+                Some("1")
+            );
+            assert!(res.headers().get("www-authenticate").is_none());
+            let body = json(res).await;
+            assert_eq!(body["code"], "store_unavailable", "{body}");
+            assert!(
+                !body.to_string().contains("502"),
+                "no cause answered: {body}"
+            );
+            // Fresh tokens for the permission route: the decision is not
+            // remembered from the failure.
+            env.proxy.set_down(true);
+        }
+        env.proxy.set_down(false);
+        let res = reqwest::Client::new()
+            .get(format!("{api}/documents"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), StatusCode::OK, "{framework}: recovered");
+    }
+}
+
+#[tokio::test]
+async fn permission_checks_recover_after_the_api_client_is_disabled_and_enabled_again() {
+    let env = env().await;
+    grant(&env, &env.user_id, &["reader"]).await;
+    let carol = format!("carol@{}.test", env.t);
+    let carol_id = env.app.create_user(&env.admin, &env.t, &carol).await;
+    grant(&env, &carol_id, &["reader"]).await;
+    let api = start_tenant_api(&env, "axum").await;
+    let http = reqwest::Client::new();
+    let ada = env.sign_in(&env.email).await;
+    let res = http
+        .get(format!("{api}/documents"))
+        .bearer_auth(str_of(&ada, "access_token"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "the API's service token works"
+    );
+    // Disabling the client kills its tokens for good, enabling it again
+    // does not bring them back: the API must get a new one by itself.
+    for enabled in [false, true] {
+        let res = env
+            .app
+            .patch_json(
+                &format!("/admin/tenants/{}/clients/{AUDIENCE}", env.t),
+                &env.admin,
+                &json!({"enabled": enabled}),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::OK);
+    }
+    let carol = env.sign_in(&carol).await;
+    let res = http
+        .get(format!("{api}/documents"))
+        .bearer_auth(str_of(&carol, "access_token"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        res.status(),
+        StatusCode::OK,
+        "a new service token, not a 503: {}",
+        res.text().await.unwrap_or_default()
+    );
+}

@@ -20,8 +20,9 @@ pub enum AuthError {
     /// `token_malformed`).
     #[error("{0}")]
     TokenMalformed(String),
-    /// More than one way of sending a token, or a token outside the
-    /// `Authorization` header (400 `invalid_request`, RFC 6750 §2).
+    /// Two `Authorization` headers, or a token in the query string (400
+    /// `invalid_request`, RFC 6750 §2; the extractors do not read request
+    /// bodies, so a token in a form body is not seen).
     #[error("{0}")]
     InvalidRequest(String),
     /// Bad signature, unknown `kid`, wrong `alg`, not an access token (401
@@ -35,14 +36,20 @@ pub enum AuthError {
     #[error("The access token is not yet valid")]
     TokenNotYetValid,
     /// Issued by another tenant, or for another audience (401
-    /// `token_wrong_audience`).
+    /// `token_wrong_audience`). A token naming another issuer is refused
+    /// so without a signature check (the verifier holds only its own
+    /// tenant's keys), where latchkey itself answers `token_invalid` to a
+    /// forgery of that kind.
     #[error("{0}")]
     TokenWrongAudience(String),
     /// The token or its session was revoked: a logout, a password change, an
     /// admin revoke (401 `session_revoked`; revocation-aware mode only).
+    /// Introspection answers only `active: false`, so a disabled user or a
+    /// suspended tenant is refused with this code too.
     #[error("The session of this token has ended")]
     SessionRevoked,
-    /// The user is disabled or the tenant suspended (401 `account_disabled`).
+    /// The user is disabled or the tenant suspended (401 `account_disabled`;
+    /// read from latchkey's answers, never produced by the verifier).
     #[error("The account or tenant is disabled")]
     AccountDisabled,
     /// Authenticated, but the role or permission is missing (403 `forbidden`).
@@ -51,10 +58,17 @@ pub enum AuthError {
     /// The token lacks the OAuth scope named (403 `insufficient_scope`).
     #[error("The access token lacks the scope {0}")]
     InsufficientScope(String),
-    /// latchkey could not be asked (JWKS, introspection or `/authz/check`
-    /// unreachable or failing): 503 `store_unavailable`, fail closed.
+    /// latchkey could not be asked (introspection or `/authz/check`
+    /// unreachable, 429 or 5xx): 503 `store_unavailable` with
+    /// `Retry-After`, fail closed. (A JWKS that cannot be refreshed keeps
+    /// the keys held.)
     #[error("latchkey cannot be asked right now: {0}")]
     Unavailable(String),
+    /// The application is misconfigured (a permission check without a
+    /// client, a client latchkey refuses): 500 `internal`. The cause is
+    /// logged, never answered.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl AuthError {
@@ -73,6 +87,7 @@ impl AuthError {
             AuthError::Forbidden(_) => "forbidden",
             AuthError::InsufficientScope(_) => "insufficient_scope",
             AuthError::Unavailable(_) => "store_unavailable",
+            AuthError::Internal(_) => "internal",
         }
     }
 
@@ -82,6 +97,7 @@ impl AuthError {
             AuthError::InvalidRequest(_) => 400,
             AuthError::Forbidden(_) | AuthError::InsufficientScope(_) => 403,
             AuthError::Unavailable(_) => 503,
+            AuthError::Internal(_) => 500,
             _ => 401,
         }
     }
@@ -101,11 +117,12 @@ impl AuthError {
             AuthError::Forbidden(_) => "Forbidden",
             AuthError::InsufficientScope(_) => "Insufficient scope",
             AuthError::Unavailable(_) => "Service unavailable",
+            AuthError::Internal(_) => "Internal error",
         }
     }
 
     /// The `WWW-Authenticate` challenge of SPEC §5 for `realm` (RFC 6750
-    /// §3), or `None` where none is sent (503).
+    /// §3), or `None` where none is sent (500, 503).
     pub fn www_authenticate(&self, realm: &str) -> Option<String> {
         let realm = quote_safe(realm);
         Some(match self {
@@ -123,7 +140,7 @@ impl AuthError {
             AuthError::TokenExpired => format!(
                 "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"The access token expired\""
             ),
-            AuthError::Unavailable(_) => return None,
+            AuthError::Unavailable(_) | AuthError::Internal(_) => return None,
             other => format!(
                 "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"{}\"",
                 quote_safe(&other.detail())
@@ -137,6 +154,9 @@ impl AuthError {
             // The cause stays in the logs of the application.
             AuthError::Unavailable(_) => {
                 "The service is unavailable for a moment. Try again shortly.".to_owned()
+            }
+            AuthError::Internal(_) => {
+                "Something went wrong on our side. Try again later.".to_owned()
             }
             other => other.to_string(),
         }
@@ -156,14 +176,13 @@ impl AuthError {
     }
 
     /// Everything a framework needs to answer this refusal: status, headers
-    /// and a serialized problem document.
-    pub fn to_response_parts(&self, realm: &str) -> ResponseParts {
-        let request_id = uuid::Uuid::new_v4().simple().to_string();
-        let body = serde_json::to_vec(&self.problem(&request_id)).unwrap_or_default();
+    /// and a serialized problem document quoting `request_id`.
+    pub fn to_response_parts(&self, realm: &str, request_id: &str) -> ResponseParts {
+        let body = serde_json::to_vec(&self.problem(request_id)).unwrap_or_default();
         ResponseParts {
             status: self.status(),
             www_authenticate: self.www_authenticate(realm),
-            retry_after: matches!(self, AuthError::Unavailable(_)).then_some(5),
+            retry_after: matches!(self, AuthError::Unavailable(_)).then_some(1),
             body,
         }
     }
@@ -191,7 +210,7 @@ pub struct ResponseParts {
     pub status: u16,
     /// The `WWW-Authenticate` value, when one is sent.
     pub www_authenticate: Option<String>,
-    /// `Retry-After` in seconds (503 only).
+    /// `Retry-After` in seconds (503 only), as latchkey answers.
     pub retry_after: Option<u32>,
     /// The `application/problem+json` body.
     pub body: Vec<u8>,

@@ -1,6 +1,9 @@
 //! What the actix-web and axum extractors share: reading the bearer token
 //! (RFC 6750 §2.1), the requirement types, and the refusal as a response.
 
+// Without a framework feature, the extractors' helpers have no caller.
+#![cfg_attr(not(any(feature = "actix-web", feature = "axum")), allow(dead_code))]
+
 use std::marker::PhantomData;
 use std::ops::Deref;
 
@@ -88,10 +91,26 @@ impl std::error::Error for Rejection {}
 
 impl Rejection {
     /// Status, headers and body of the answer; logs the refusal with its
-    /// code (never the token).
+    /// code and the answer's `request_id` (never the token; a 500's or
+    /// 503's cause is logged, not answered).
     pub fn to_response_parts(&self) -> ResponseParts {
-        tracing::info!(code = self.error.code(), realm = %self.realm, "request refused");
-        self.error.to_response_parts(&self.realm)
+        let request_id = uuid::Uuid::new_v4().simple().to_string();
+        match &self.error {
+            AuthError::Internal(cause) | AuthError::Unavailable(cause) => tracing::error!(
+                code = self.error.code(),
+                realm = %self.realm,
+                %request_id,
+                %cause,
+                "request failed"
+            ),
+            error => tracing::info!(
+                code = error.code(),
+                realm = %self.realm,
+                %request_id,
+                "request refused"
+            ),
+        }
+        self.error.to_response_parts(&self.realm, &request_id)
     }
 }
 

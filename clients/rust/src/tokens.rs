@@ -48,7 +48,7 @@ impl std::fmt::Debug for TokenSet {
 }
 
 /// A token endpoint's successful answer (RFC 6749 §5.1).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 struct TokenResponse {
     access_token: String,
     #[serde(default)]
@@ -184,6 +184,9 @@ pub enum TokenError {
     /// The [`TokenStore`] failed.
     #[error("token store: {0}")]
     Store(StoreError),
+    /// The refresh task failed (a panic in a [`TokenStore`]).
+    #[error("the refresh failed: {0}")]
+    Internal(String),
 }
 
 /// The client secret of a service that gets its own tokens (RFC 6749 §4.4).
@@ -219,6 +222,7 @@ enum Grant {
 /// Configures a [`TokenManager`]; see [`TokenManager::builder`].
 pub struct TokenManagerBuilder {
     token_endpoint: String,
+    revocation_endpoint: String,
     client_id: String,
     grant: Grant,
     store: Arc<dyn TokenStore>,
@@ -233,6 +237,12 @@ impl TokenManagerBuilder {
         self
     }
 
+    /// The revocation endpoint (RFC 7009), when not `{issuer}/oauth/revoke`.
+    pub fn revocation_endpoint(mut self, url: impl Into<String>) -> Self {
+        self.revocation_endpoint = url.into();
+        self
+    }
+
     /// The secret of a confidential client (HTTP Basic, RFC 6749 §2.3.1).
     pub fn client_secret(mut self, secret: impl Into<String>) -> Self {
         self.grant = Grant::Refresh {
@@ -243,7 +253,9 @@ impl TokenManagerBuilder {
 
     /// A service's own tokens through client_credentials instead of a
     /// user's refresh token: a new token is asked for ahead of expiry, and
-    /// no sign-in is ever required.
+    /// whenever an API refuses the held one (`token_expired`,
+    /// `session_revoked`, `account_disabled`: its client was disabled and
+    /// enabled again, say); it never ends in a sign-in.
     pub fn client_credentials(mut self, credentials: ClientCredentials) -> Self {
         self.grant = Grant::ClientCredentials(credentials);
         self
@@ -262,7 +274,9 @@ impl TokenManagerBuilder {
         self
     }
 
-    /// The HTTP client (default: a new one, 10 s timeout, no redirects).
+    /// The HTTP client (default: a new one, 5 s timeout, no redirects: well
+    /// within latchkey's 10 s refresh grace window, so a refresh whose
+    /// answer was lost can be repeated and get the same pair).
     pub fn http_client(mut self, client: reqwest::Client) -> Self {
         self.http = Some(client);
         self
@@ -272,7 +286,7 @@ impl TokenManagerBuilder {
     pub fn build(self) -> TokenManager {
         let http = self.http.unwrap_or_else(|| {
             reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
+                .timeout(Duration::from_secs(5))
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap_or_default()
@@ -281,11 +295,12 @@ impl TokenManagerBuilder {
             inner: Arc::new(ManagerInner {
                 http,
                 token_endpoint: self.token_endpoint,
+                revocation_endpoint: self.revocation_endpoint,
                 client_id: self.client_id,
                 grant: self.grant,
                 store: self.store,
                 margin: self.margin,
-                flight: tokio::sync::Mutex::new(()),
+                flight: Arc::new(tokio::sync::Mutex::new(())),
                 signed_out: parking_lot::Mutex::new(None),
             }),
         }
@@ -330,12 +345,13 @@ pub struct TokenManager {
 struct ManagerInner {
     http: reqwest::Client,
     token_endpoint: String,
+    revocation_endpoint: String,
     client_id: String,
     grant: Grant,
     store: Arc<dyn TokenStore>,
     margin: Duration,
     /// Held while a refresh is in flight: the single flight.
-    flight: tokio::sync::Mutex<()>,
+    flight: Arc<tokio::sync::Mutex<()>>,
     /// Why the tokens were dropped, until new ones are set.
     signed_out: parking_lot::Mutex<Option<SignInReason>>,
 }
@@ -354,8 +370,10 @@ impl TokenManager {
     /// whose issuer is `issuer` (`{public_url}/tenants/{t}`; the token
     /// endpoint is `{issuer}/oauth/token`).
     pub fn builder(issuer: &str, client_id: impl Into<String>) -> TokenManagerBuilder {
+        let issuer = issuer.trim_end_matches('/');
         TokenManagerBuilder {
-            token_endpoint: format!("{}/oauth/token", issuer.trim_end_matches('/')),
+            token_endpoint: format!("{issuer}/oauth/token"),
+            revocation_endpoint: format!("{issuer}/oauth/revoke"),
             client_id: client_id.into(),
             grant: Grant::Refresh { secret: None },
             store: Arc::new(MemoryTokenStore::default()),
@@ -417,11 +435,89 @@ impl TokenManager {
         self.renew(None).await
     }
 
-    /// Renews the tokens in the single flight: unless another caller
-    /// already did. With `failed`, the access token an API answered
-    /// `token_expired` to is renewed whatever its `exp` says.
-    async fn renew(&self, failed: Option<&str>) -> Result<String, TokenError> {
+    /// Revokes the refresh token at latchkey (RFC 7009; latchkey ends its
+    /// session, so every access token of it is refused from the next
+    /// request on) and forgets the tokens.
+    ///
+    /// # Errors
+    /// [`TokenError::Refused`] or [`TokenError::Http`] when latchkey did not
+    /// confirm (the tokens are forgotten all the same),
+    /// [`TokenError::Store`].
+    pub async fn revoke(&self) -> Result<(), TokenError> {
         let _flight = self.inner.flight.lock().await;
+        let refresh = self.tokens().await?.and_then(|t| t.refresh_token);
+        let confirmed = match refresh {
+            None => Ok(()),
+            Some(refresh) => {
+                let mut form = vec![
+                    ("token", refresh.as_str()),
+                    ("token_type_hint", "refresh_token"),
+                ];
+                let request = self.authenticated(
+                    self.inner.http.post(&self.inner.revocation_endpoint),
+                    &mut form,
+                );
+                match request.form(&form).send().await {
+                    Ok(res) if res.status().is_success() => Ok(()),
+                    Ok(res) => Err(TokenError::Refused {
+                        status: res.status().as_u16(),
+                        code: oauth_code(res)
+                            .await
+                            .unwrap_or_else(|| "unknown".to_owned()),
+                    }),
+                    Err(e) => Err(TokenError::Http(e)),
+                }
+            }
+        };
+        self.drop_tokens(SignInReason::SignedOut).await?;
+        confirmed
+    }
+
+    /// Client authentication (RFC 6749 §2.3.1): HTTP Basic with the secret,
+    /// or the `client_id` in the form for a public client.
+    fn authenticated<'a>(
+        &'a self,
+        request: reqwest::RequestBuilder,
+        form: &mut Vec<(&'a str, &'a str)>,
+    ) -> reqwest::RequestBuilder {
+        let secret = match &self.inner.grant {
+            Grant::Refresh { secret } => secret.as_deref(),
+            Grant::ClientCredentials(credentials) => Some(credentials.secret.as_str()),
+        };
+        match secret {
+            Some(secret) => request.basic_auth(
+                form_encode(&self.inner.client_id),
+                Some(form_encode(secret)),
+            ),
+            None => {
+                form.push(("client_id", &self.inner.client_id));
+                request
+            }
+        }
+    }
+
+    /// Renews the tokens in the single flight, unless another caller
+    /// already did. With `failed`, the access token an API refused is
+    /// renewed whatever its `exp` says.
+    ///
+    /// The refresh runs in a task of its own that holds the flight: it
+    /// finishes and saves the rotated tokens even when the caller goes away
+    /// (a dropped request, a timeout around the call), so the next refresh
+    /// never spends a refresh token latchkey already rotated.
+    async fn renew(&self, failed: Option<&str>) -> Result<String, TokenError> {
+        let flight = self.inner.flight.clone().lock_owned().await;
+        let manager = self.clone();
+        let failed = failed.map(str::to_owned);
+        tokio::spawn(async move {
+            let _flight = flight;
+            manager.renew_in_flight(failed.as_deref()).await
+        })
+        .await
+        .unwrap_or_else(|e| Err(TokenError::Internal(e.to_string())))
+    }
+
+    /// [`Self::renew`]'s work; the caller holds the flight.
+    async fn renew_in_flight(&self, failed: Option<&str>) -> Result<String, TokenError> {
         if let Some(reason) = *self.inner.signed_out.lock() {
             return Err(TokenError::SignInRequired(reason));
         }
@@ -434,34 +530,24 @@ impl TokenManager {
             }
         }
         let mut form: Vec<(&str, &str)> = Vec::with_capacity(4);
-        let secret = match &self.inner.grant {
-            Grant::Refresh { secret } => {
+        match &self.inner.grant {
+            Grant::Refresh { .. } => {
                 let Some(refresh) = held.as_ref().and_then(|t| t.refresh_token.as_deref()) else {
                     self.drop_tokens(SignInReason::SignedOut).await?;
                     return Err(TokenError::SignInRequired(SignInReason::SignedOut));
                 };
                 form.push(("grant_type", "refresh_token"));
                 form.push(("refresh_token", refresh));
-                secret.as_deref()
             }
             Grant::ClientCredentials(credentials) => {
                 form.push(("grant_type", "client_credentials"));
                 if let Some(scope) = &credentials.scope {
                     form.push(("scope", scope));
                 }
-                Some(credentials.secret.as_str())
             }
-        };
-        let mut request = self.inner.http.post(&self.inner.token_endpoint);
-        match secret {
-            Some(secret) => {
-                request = request.basic_auth(
-                    form_encode(&self.inner.client_id),
-                    Some(form_encode(secret)),
-                );
-            }
-            None => form.push(("client_id", &self.inner.client_id)),
         }
+        let request =
+            self.authenticated(self.inner.http.post(&self.inner.token_endpoint), &mut form);
         let res = request.form(&form).send().await?;
         let status = res.status();
         if status.is_success() {
@@ -479,11 +565,10 @@ impl TokenManager {
                 .id_token
                 .or_else(|| held.as_ref().and_then(|t| t.id_token.clone()));
             tokens.scope = answer.scope;
-            self.inner
-                .store
-                .save(&tokens)
-                .await
-                .map_err(TokenError::Store)?;
+            if let Err(e) = self.inner.store.save(&tokens).await {
+                tracing::error!(error = %e, "the rotated tokens could not be saved; the next refresh will need latchkey's grace window");
+                return Err(TokenError::Store(e));
+            }
             return Ok(tokens.access_token);
         }
         let code = oauth_code(res).await;
@@ -513,9 +598,11 @@ impl TokenManager {
     /// A `401 token_expired` answer causes one refresh (shared with
     /// concurrent callers) and one retry; the retry's answer is returned
     /// whatever it is. `401 session_revoked` or `account_disabled` clears
-    /// the tokens and fails with [`TokenError::SignInRequired`]. Every other
-    /// answer is returned as it is. A request whose body cannot be cloned
-    /// (a stream) is not retried.
+    /// the tokens and fails with [`TokenError::SignInRequired`] (a
+    /// client_credentials manager gets a new token and retries once
+    /// instead). Every other answer is returned as it is. A request whose
+    /// body cannot be cloned (a stream) is not retried; the token is
+    /// renewed for the next call all the same.
     ///
     /// # Errors
     /// As [`Self::access_token`], and [`TokenError::Http`] when the request
@@ -526,18 +613,19 @@ impl TokenManager {
     ) -> Result<reqwest::Response, TokenError> {
         let token = self.access_token().await?;
         let retry = request.try_clone();
-        let res = self.exchange(request, &token).await?;
-        let Code::Expired(res) = res else {
-            return res.into_result();
+        let res = match self.exchange(request, &token).await? {
+            Code::Renew(res) => res,
+            Code::Other(res) => return Ok(res),
+            Code::SignIn(reason) => return Err(TokenError::SignInRequired(reason)),
         };
+        let renewed = self.renew(Some(&token)).await?;
         let Some(retry) = retry else {
             return Ok(res);
         };
-        let renewed = self.renew(Some(&token)).await?;
         match self.exchange(retry, &renewed).await? {
             // The one retry's answer, whatever it is: never a second retry.
-            Code::Expired(res) | Code::Other(res) => Ok(res),
-            other => other.into_result(),
+            Code::Renew(res) | Code::Other(res) => Ok(res),
+            Code::SignIn(reason) => Err(TokenError::SignInRequired(reason)),
         }
     }
 
@@ -552,8 +640,10 @@ impl TokenManager {
             return Ok(Code::Other(res));
         }
         let (res, code) = read_code(res).await?;
+        let service = matches!(self.inner.grant, Grant::ClientCredentials(_));
         Ok(match code.as_deref() {
-            Some("token_expired") => Code::Expired(res),
+            Some("token_expired") => Code::Renew(res),
+            Some("session_revoked" | "account_disabled") if service => Code::Renew(res),
             Some("session_revoked") => {
                 self.end(SignInReason::SessionRevoked, token).await?;
                 Code::SignIn(SignInReason::SessionRevoked)
@@ -580,19 +670,14 @@ impl TokenManager {
     }
 }
 
+/// What an API's answer means to the manager.
 enum Code {
-    Expired(reqwest::Response),
+    /// Renew the token (and retry once).
+    Renew(reqwest::Response),
+    /// The user must sign in again.
     SignIn(SignInReason),
+    /// Any other answer, for the caller.
     Other(reqwest::Response),
-}
-
-impl Code {
-    fn into_result(self) -> Result<reqwest::Response, TokenError> {
-        match self {
-            Code::Expired(res) | Code::Other(res) => Ok(res),
-            Code::SignIn(reason) => Err(TokenError::SignInRequired(reason)),
-        }
-    }
 }
 
 /// latchkey's `code` (or the RFC 6749 `error`) of an error answer.

@@ -3,17 +3,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use aws_lc_rs::signature::{self as sig, ParsedPublicKey, RsaPublicKeyComponents};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind};
 use parking_lot::RwLock;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{AuthError, DiscoveryError};
-use crate::tokens::{ClientCredentials, TokenManager};
+use crate::tokens::{ClientCredentials, TokenError, TokenManager};
 
 /// Longest token accepted (bytes); anything longer is not one of latchkey's.
 const MAX_TOKEN_LEN: usize = 8 * 1024;
@@ -152,21 +151,75 @@ struct Inner {
     jwks_uri: String,
     keys: RwLock<KeySet>,
     /// Serializes JWKS fetches: one in flight, the rest wait for its result.
-    fetching: tokio::sync::Mutex<()>,
+    fetching: Arc<tokio::sync::Mutex<()>>,
     introspection: Option<Introspection>,
     authz: Option<Authz>,
+    /// SHA-256 of a token that verified → its `kid` and claims: a token
+    /// seen before skips the signature check (its bytes are the same), as
+    /// long as its key is still published; times and revocation are
+    /// checked on every call.
+    verified: moka::future::Cache<[u8; 32], Arc<(String, Claims)>>,
 }
+
+/// How long a verified token is remembered at most.
+const VERIFIED_TTL: Duration = Duration::from_secs(300);
 
 struct KeySet {
     keys: HashMap<String, Key>,
     expires: Instant,
-    /// When a token's unknown `kid` last made the verifier fetch.
-    unknown_kid_fetch: Option<Instant>,
+    /// When the verifier last refetched the JWKS (not counting the first
+    /// read at build): an unknown `kid` refetches only 10 s after it.
+    last_fetch: Option<Instant>,
 }
 
+/// A verification key of the JWKS, parsed once.
 struct Key {
-    key: DecodingKey,
-    alg: Algorithm,
+    public: ParsedPublicKey,
+    alg: Alg,
+}
+
+/// The JWS algorithms a key may verify (RFC 7518 §3.1, RFC 8037 §3.1);
+/// `none` and the HMAC family are not among them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Alg {
+    Es256,
+    Es384,
+    EdDsa,
+    Rs256,
+    Rs384,
+    Rs512,
+    Ps256,
+    Ps384,
+    Ps512,
+}
+
+impl Alg {
+    fn parse(name: &str) -> Option<Alg> {
+        Some(match name {
+            "ES256" => Alg::Es256,
+            "ES384" => Alg::Es384,
+            "EdDSA" => Alg::EdDsa,
+            "RS256" => Alg::Rs256,
+            "RS384" => Alg::Rs384,
+            "RS512" => Alg::Rs512,
+            "PS256" => Alg::Ps256,
+            "PS384" => Alg::Ps384,
+            "PS512" => Alg::Ps512,
+            _ => return None,
+        })
+    }
+
+    fn rsa_parameters(self) -> Option<&'static sig::RsaParameters> {
+        Some(match self {
+            Alg::Rs256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+            Alg::Rs384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+            Alg::Rs512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+            Alg::Ps256 => &sig::RSA_PSS_2048_8192_SHA256,
+            Alg::Ps384 => &sig::RSA_PSS_2048_8192_SHA384,
+            Alg::Ps512 => &sig::RSA_PSS_2048_8192_SHA512,
+            _ => return None,
+        })
+    }
 }
 
 struct Introspection {
@@ -345,11 +398,15 @@ impl VerifierBuilder {
                 keys: RwLock::new(KeySet {
                     keys,
                     expires: Instant::now() + max_age,
-                    unknown_kid_fetch: None,
+                    last_fetch: None,
                 }),
-                fetching: tokio::sync::Mutex::new(()),
+                fetching: Arc::new(tokio::sync::Mutex::new(())),
                 introspection,
                 authz,
+                verified: moka::future::Cache::builder()
+                    .max_capacity(capacity)
+                    .time_to_live(VERIFIED_TTL)
+                    .build(),
             }),
         })
     }
@@ -392,16 +449,7 @@ async fn fetch_jwks(
         .unwrap_or(DEFAULT_JWKS_AGE)
         .clamp(MIN_JWKS_AGE, MAX_JWKS_AGE);
     let set: JwkSet = res.json().await.map_err(|e| e.to_string())?;
-    let keys = set
-        .keys
-        .iter()
-        .filter_map(|jwk| {
-            let kid = jwk.common.key_id.clone()?;
-            let alg = algorithm_of(jwk)?;
-            let key = DecodingKey::from_jwk(jwk).ok()?;
-            Some((kid, Key { key, alg }))
-        })
-        .collect();
+    let keys = set.keys.iter().filter_map(key_of).collect();
     Ok((keys, max_age))
 }
 
@@ -417,44 +465,87 @@ fn max_age_of(cache_control: &str) -> Option<Duration> {
     })
 }
 
-/// The algorithm a JWK verifies: its `alg`, else what its key type implies.
-/// Symmetric keys never verify (an `oct` key in a JWKS is ignored).
-fn algorithm_of(jwk: &Jwk) -> Option<Algorithm> {
-    let implied = match &jwk.algorithm {
-        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
-            EllipticCurve::P256 => Algorithm::ES256,
-            EllipticCurve::P384 => Algorithm::ES384,
-            _ => return None,
-        },
-        AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
-        AlgorithmParameters::RSA(_) => Algorithm::RS256,
+/// A JWKS (RFC 7517 §5), as far as verification needs it.
+#[derive(Deserialize)]
+struct JwkSet {
+    keys: Vec<Jwk>,
+}
+
+/// A public JWK (RFC 7517 §4, RFC 7518 §6, RFC 8037 §2).
+#[derive(Deserialize)]
+struct Jwk {
+    kty: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    alg: Option<String>,
+    #[serde(default, rename = "use")]
+    usage: Option<String>,
+    #[serde(default)]
+    crv: Option<String>,
+    #[serde(default)]
+    x: Option<String>,
+    #[serde(default)]
+    y: Option<String>,
+    #[serde(default)]
+    n: Option<String>,
+    #[serde(default)]
+    e: Option<String>,
+}
+
+fn b64(field: &Option<String>) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(field.as_deref()?).ok()
+}
+
+/// The key of a JWK with its algorithm: its `alg`, else the one its key
+/// type implies; a key for encryption, a symmetric key, or an `alg` that
+/// does not fit the key type is skipped.
+fn key_of(jwk: &Jwk) -> Option<(String, Key)> {
+    let kid = jwk.kid.clone().filter(|k| !k.is_empty())?;
+    if jwk.usage.as_deref().is_some_and(|u| u != "sig") {
+        return None;
+    }
+    let crv = jwk.crv.as_deref().unwrap_or_default();
+    let implied = match (jwk.kty.as_str(), crv) {
+        ("EC", "P-256") => Alg::Es256,
+        ("EC", "P-384") => Alg::Es384,
+        ("OKP", "Ed25519") => Alg::EdDsa,
+        ("RSA", _) => Alg::Rs256,
         _ => return None,
     };
-    match jwk.common.key_algorithm {
-        None => Some(implied),
-        Some(KeyAlgorithm::HS256 | KeyAlgorithm::HS384 | KeyAlgorithm::HS512) => None,
-        Some(named) => {
-            let alg = Algorithm::try_from(named).ok()?;
-            // The named algorithm must fit the key's type.
-            let fits = matches!(
-                (&jwk.algorithm, alg),
-                (
-                    AlgorithmParameters::EllipticCurve(_),
-                    Algorithm::ES256 | Algorithm::ES384
-                ) | (AlgorithmParameters::OctetKeyPair(_), Algorithm::EdDSA)
-                    | (
-                        AlgorithmParameters::RSA(_),
-                        Algorithm::RS256
-                            | Algorithm::RS384
-                            | Algorithm::RS512
-                            | Algorithm::PS256
-                            | Algorithm::PS384
-                            | Algorithm::PS512
-                    )
-            );
-            fits.then_some(alg)
+    let alg = match jwk.alg.as_deref() {
+        None => implied,
+        Some(name) => Alg::parse(name)?,
+    };
+    let public = match (jwk.kty.as_str(), alg) {
+        ("EC", Alg::Es256 | Alg::Es384) if alg == implied => {
+            let (x, y) = (b64(&jwk.x)?, b64(&jwk.y)?);
+            let size = if alg == Alg::Es256 { 32 } else { 48 };
+            if x.len() != size || y.len() != size {
+                return None;
+            }
+            let point = [&[4u8][..], &x, &y].concat();
+            let algorithm = if alg == Alg::Es256 {
+                &sig::ECDSA_P256_SHA256_FIXED
+            } else {
+                &sig::ECDSA_P384_SHA384_FIXED
+            };
+            ParsedPublicKey::new(algorithm, point).ok()?
         }
-    }
+        ("OKP", Alg::EdDsa) => ParsedPublicKey::new(&sig::ED25519, b64(&jwk.x)?).ok()?,
+        ("RSA", rsa) => {
+            let parameters = rsa.rsa_parameters()?;
+            let (n, e) = (b64(&jwk.n)?, b64(&jwk.e)?);
+            let strip = |v: &[u8]| v.iter().position(|b| *b != 0).map(|i| v[i..].to_vec());
+            let components = RsaPublicKeyComponents {
+                n: strip(&n)?,
+                e: strip(&e)?,
+            };
+            components.to_parsed_public_key(parameters).ok()?
+        }
+        _ => return None,
+    };
+    Some((kid, Key { public, alg }))
 }
 
 #[derive(Deserialize)]
@@ -475,12 +566,6 @@ struct Header {
     x5c: Option<serde_json::Value>,
     #[serde(default)]
     crit: Option<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct Issuer {
-    #[serde(default)]
-    iss: serde_json::Value,
 }
 
 fn decode_part<T: serde::de::DeserializeOwned>(part: &str) -> Option<T> {
@@ -562,21 +647,32 @@ impl Verifier {
         if !(base64url(header) && base64url(payload) && base64url(signature)) {
             return Err(malformed("The access token is not a JWS compact token"));
         }
+        let digest: [u8; 32] = {
+            use sha2::Digest;
+            sha2::Sha256::digest(token.as_bytes()).into()
+        };
+        if let Some(seen) = self.inner.verified.get(&digest).await
+            && self.inner.keys.read().keys.contains_key(&seen.0)
+        {
+            return self.check_claims(seen.1.clone());
+        }
+        let signing_input = &token[..header.len() + 1 + payload.len()];
         let header: Header = decode_part(header)
             .ok_or_else(|| malformed("The token header is not base64url JSON"))?;
-        let issuer: Issuer = decode_part(payload)
-            .ok_or_else(|| malformed("The token payload is not base64url JSON"))?;
+        let payload = URL_SAFE_NO_PAD
+            .decode(payload)
+            .map_err(|_| malformed("The token payload is not base64url JSON"))?;
+        let claims: Claims = serde_json::from_slice(&payload).map_err(|_| {
+            match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&payload) {
+                Ok(_) => invalid("The token claims are not valid"),
+                Err(_) => malformed("The token payload is not base64url JSON"),
+            }
+        })?;
         if signature.is_empty() {
             return Err(invalid("The token has no signature"));
         }
-        let alg: Algorithm = match header.alg.as_str() {
-            "ES256" | "ES384" | "EdDSA" | "RS256" | "RS384" | "RS512" | "PS256" | "PS384"
-            | "PS512" => header
-                .alg
-                .parse()
-                .map_err(|_| invalid("The token algorithm is not accepted"))?,
-            _ => return Err(invalid("The token algorithm is not accepted")),
-        };
+        let alg = Alg::parse(&header.alg)
+            .ok_or_else(|| invalid("The token algorithm is not accepted"))?;
         let typ = header.typ.as_deref().unwrap_or_default();
         if !typ.eq_ignore_ascii_case("at+jwt") && !typ.eq_ignore_ascii_case("application/at+jwt") {
             return Err(invalid("The token is not an access token"));
@@ -591,7 +687,7 @@ impl Verifier {
         }
         // Another tenant's token: refused before its `kid` could make the
         // verifier fetch anything.
-        if issuer.iss.as_str() != Some(self.inner.issuer.as_str()) {
+        if claims.iss != self.inner.issuer {
             return Err(AuthError::TokenWrongAudience(
                 "The access token was issued by another tenant".to_owned(),
             ));
@@ -600,100 +696,116 @@ impl Verifier {
             .kid
             .filter(|k| !k.is_empty() && k.len() <= 128)
             .ok_or_else(|| invalid("The token names no known key"))?;
-        self.refresh_keys_if_stale().await;
-        let verified = self.verify_with_key(token, &kid, alg);
-        match verified {
-            Some(result) => result,
-            None => {
-                if self.refetch_for_unknown_kid(&kid).await {
-                    self.verify_with_key(token, &kid, alg)
-                        .unwrap_or_else(|| Err(invalid("The token names no known key")))
-                } else {
-                    Err(invalid("The token names no known key"))
-                }
-            }
-        }
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| invalid("The token signature is not valid"))?;
+        self.refresh_keys_if_stale();
+        let checked = match self.check_signature(signing_input, &signature, &kid, alg) {
+            Some(checked) => checked,
+            None if self.refetch_for_unknown_kid(&kid).await => self
+                .check_signature(signing_input, &signature, &kid, alg)
+                .unwrap_or_else(|| Err(invalid("The token names no known key"))),
+            None => Err(invalid("The token names no known key")),
+        };
+        checked?;
+        let claims = self.check_claims(claims)?;
+        self.inner
+            .verified
+            .insert(digest, Arc::new((kid, claims.clone())))
+            .await;
+        Ok(claims)
     }
 
-    /// Verifies with the cached key `kid`, or `None` when there is none.
-    fn verify_with_key(
+    /// Checks the signature with the cached key `kid` (its algorithm, never
+    /// the token's choice); `None` when there is no such key.
+    fn check_signature(
         &self,
-        token: &str,
+        signing_input: &str,
+        signature: &[u8],
         kid: &str,
-        alg: Algorithm,
-    ) -> Option<Result<Claims, AuthError>> {
+        alg: Alg,
+    ) -> Option<Result<(), AuthError>> {
         let keys = self.inner.keys.read();
         let key = keys.keys.get(kid)?;
         if key.alg != alg {
             return Some(Err(invalid("The token algorithm does not match its key")));
         }
-        let mut validation = Validation::new(key.alg);
-        validation.leeway = self.inner.leeway;
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
-        validation.set_issuer(&[self.inner.issuer.as_str()]);
-        validation.set_audience(&self.inner.audience);
         Some(
-            jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
-                .map(|data| data.claims)
-                .map_err(|e| match e.kind() {
-                    ErrorKind::ExpiredSignature => AuthError::TokenExpired,
-                    ErrorKind::ImmatureSignature => AuthError::TokenNotYetValid,
-                    ErrorKind::InvalidIssuer => AuthError::TokenWrongAudience(
-                        "The access token was issued by another tenant".to_owned(),
-                    ),
-                    ErrorKind::InvalidAudience => AuthError::TokenWrongAudience(
-                        "The access token is meant for another audience".to_owned(),
-                    ),
-                    ErrorKind::InvalidSignature => invalid("The token signature is not valid"),
-                    ErrorKind::InvalidAlgorithm => {
-                        invalid("The token algorithm does not match its key")
-                    }
-                    _ => invalid("The token claims are not valid"),
-                }),
+            key.public
+                .verify_sig(signing_input.as_bytes(), signature)
+                .map_err(|_| invalid("The token signature is not valid")),
         )
     }
 
-    /// Refetches the JWKS once its `max-age` has passed (one fetch in
-    /// flight; on failure the old keys stay and the next request retries
-    /// after [`MIN_JWKS_AGE`]).
-    async fn refresh_keys_if_stale(&self) {
-        if self.inner.keys.read().expires > Instant::now() {
-            return;
+    /// `exp` and `nbf` with the leeway (RFC 7519 §4.1.4–5), then `aud`
+    /// (RFC 9068 §4).
+    fn check_claims(&self, claims: Claims) -> Result<Claims, AuthError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        let leeway = self.inner.leeway;
+        if claims.exp.saturating_add(leeway) < now {
+            return Err(AuthError::TokenExpired);
         }
-        let _fetching = self.inner.fetching.lock().await;
-        if self.inner.keys.read().expires > Instant::now() {
-            return;
+        if claims.nbf > now.saturating_add(leeway) {
+            return Err(AuthError::TokenNotYetValid);
         }
-        self.fetch_keys().await;
+        if claims.sub.is_empty() {
+            return Err(invalid("The token claims are not valid"));
+        }
+        if !claims.aud.iter().any(|a| self.inner.audience.contains(a)) {
+            return Err(AuthError::TokenWrongAudience(
+                "The access token is meant for another audience".to_owned(),
+            ));
+        }
+        Ok(claims)
     }
 
-    /// Fetches the JWKS for an unknown `kid`, unless one such fetch happened
-    /// in the last [`UNKNOWN_KID_REFETCH_INTERVAL`]. Returns whether `kid`
-    /// is known afterwards.
+    /// Once the JWKS's `max-age` has passed, refetches it in the
+    /// background (one fetch at a time) while requests go on with the keys
+    /// held: verification never waits for latchkey unless a `kid` is unknown.
+    fn refresh_keys_if_stale(&self) {
+        if self.inner.keys.read().expires > Instant::now() {
+            return;
+        }
+        let Ok(fetching) = self.inner.fetching.clone().try_lock_owned() else {
+            return; // a fetch is under way
+        };
+        let verifier = self.clone();
+        tokio::spawn(async move {
+            let _fetching = fetching;
+            if verifier.inner.keys.read().expires <= Instant::now() {
+                verifier.fetch_keys().await;
+            }
+        });
+    }
+
+    /// Fetches the JWKS for an unknown `kid`, unless the verifier fetched
+    /// it in the last [`UNKNOWN_KID_REFETCH_INTERVAL`] (for any reason).
+    /// Returns whether `kid` is known afterwards.
     async fn refetch_for_unknown_kid(&self, kid: &str) -> bool {
         let _fetching = self.inner.fetching.lock().await;
         {
-            let mut keys = self.inner.keys.write();
+            let keys = self.inner.keys.read();
             if keys.keys.contains_key(kid) {
                 return true;
             }
-            let now = Instant::now();
             if keys
-                .unknown_kid_fetch
-                .is_some_and(|at| now.duration_since(at) < UNKNOWN_KID_REFETCH_INTERVAL)
+                .last_fetch
+                .is_some_and(|at| at.elapsed() < UNKNOWN_KID_REFETCH_INTERVAL)
             {
                 return false;
             }
-            keys.unknown_kid_fetch = Some(now);
         }
         self.fetch_keys().await;
         self.inner.keys.read().keys.contains_key(kid)
     }
 
-    /// One JWKS fetch; the caller holds `fetching`.
+    /// One JWKS fetch; the caller holds `fetching`. On failure the keys
+    /// held stay, for at least [`MIN_JWKS_AGE`] more.
     async fn fetch_keys(&self) {
+        self.inner.keys.write().last_fetch = Some(Instant::now());
         match fetch_jwks(&self.inner.http, &self.inner.jwks_uri).await {
             Ok((keys, max_age)) => {
                 let mut set = self.inner.keys.write();
@@ -702,7 +814,8 @@ impl Verifier {
             }
             Err(cause) => {
                 tracing::warn!(%cause, jwks_uri = %self.inner.jwks_uri, "JWKS refresh failed; keeping the keys held");
-                self.inner.keys.write().expires = Instant::now() + MIN_JWKS_AGE;
+                let mut set = self.inner.keys.write();
+                set.expires = set.expires.max(Instant::now() + MIN_JWKS_AGE);
             }
         }
     }
@@ -738,18 +851,27 @@ impl Verifier {
                     .form(&[("token", token), ("token_type_hint", "access_token")])
                     .send()
                     .await
-                    .map_err(|e| format!("introspection: {e}"))?;
+                    .map_err(|e| AuthError::Unavailable(format!("introspection: {e}")))?;
+                let status = res.status().as_u16();
+                if status == 429 || status >= 500 {
+                    return Err(AuthError::Unavailable(format!(
+                        "introspection answered {status}"
+                    )));
+                }
                 if !res.status().is_success() {
-                    return Err(format!("introspection answered {}", res.status()));
+                    tracing::error!(status, "/oauth/introspect refused the application's client");
+                    return Err(AuthError::Internal(format!(
+                        "introspection answered {status}"
+                    )));
                 }
                 let answer: Answer = res
                     .json()
                     .await
-                    .map_err(|e| format!("introspection: {e}"))?;
-                Ok::<bool, String>(answer.active)
+                    .map_err(|e| AuthError::Unavailable(format!("introspection: {e}")))?;
+                Ok::<bool, AuthError>(answer.active)
             })
             .await
-            .map_err(|e: Arc<String>| AuthError::Unavailable(e.to_string()))?;
+            .map_err(|e: Arc<AuthError>| (*e).clone())?;
         if active {
             Ok(())
         } else {
@@ -772,9 +894,11 @@ impl Verifier {
         action: &str,
     ) -> Result<bool, AuthError> {
         let Some(authz) = &self.inner.authz else {
-            return Err(AuthError::Unavailable(
-                "permission checks need the application's client (VerifierBuilder::client)"
-                    .to_owned(),
+            tracing::error!(
+                "a permission check needs the application's client (VerifierBuilder::client)"
+            );
+            return Err(AuthError::Internal(
+                "permission checks need the application's client".to_owned(),
             ));
         };
         let key = (claims.sub.clone(), resource.to_owned(), action.to_owned());
@@ -794,16 +918,34 @@ impl Verifier {
                     .service
                     .send(self.inner.http.post(&authz.endpoint).json(&body))
                     .await
-                    .map_err(|e| format!("authz/check: {e}"))?;
-                if !res.status().is_success() {
-                    return Err(format!("authz/check answered {}", res.status()));
+                    .map_err(|e| match e {
+                        TokenError::Http(e) => AuthError::Unavailable(format!("authz/check: {e}")),
+                        TokenError::Refused { status, .. } if status == 429 || status >= 500 => {
+                            AuthError::Unavailable(format!("authz/check: {e}"))
+                        }
+                        other => {
+                            tracing::error!(error = %other, "the application's client cannot get a token for /authz/check");
+                            AuthError::Internal(format!("authz/check: {other}"))
+                        }
+                    })?;
+                let status = res.status().as_u16();
+                if status == 429 || status >= 500 {
+                    return Err(AuthError::Unavailable(format!(
+                        "authz/check answered {status}"
+                    )));
                 }
-                let decision: Decision =
-                    res.json().await.map_err(|e| format!("authz/check: {e}"))?;
-                Ok::<bool, String>(decision.allowed)
+                if !res.status().is_success() {
+                    tracing::error!(status, "/authz/check refused the application's question");
+                    return Err(AuthError::Internal(format!("authz/check answered {status}")));
+                }
+                let decision: Decision = res
+                    .json()
+                    .await
+                    .map_err(|e| AuthError::Unavailable(format!("authz/check: {e}")))?;
+                Ok::<bool, AuthError>(decision.allowed)
             })
             .await
-            .map_err(|e: Arc<String>| AuthError::Unavailable(e.to_string()))
+            .map_err(|e: Arc<AuthError>| (*e).clone())
     }
 
     /// Requires `role` among the token's roles.

@@ -18,7 +18,7 @@ role!(pub Analyst = "analyst");
 permission!(pub ReadDocuments = "documents", "read");
 
 /// What the API needs to start: where latchkey is and who the API is.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     /// The tenant's issuer, `{public_url}/tenants/{t}`.
     pub issuer: String,
@@ -30,6 +30,18 @@ pub struct Settings {
     /// Revocation-aware mode: how long an introspection answer is trusted;
     /// `None` verifies locally only.
     pub revocation_check: Option<Duration>,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[redacted]")
+            .field("revocation_check", &self.revocation_check)
+            .finish()
+    }
 }
 
 impl Settings {

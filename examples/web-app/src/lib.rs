@@ -8,8 +8,11 @@
 //! Routes: `GET /` (who is signed in), `GET /login`, `GET /callback` (the
 //! registered redirect URI), `GET /api` (calls `tenant-api`'s `/me`),
 //! `POST /logout`, `GET /signed-out` (the registered post-logout redirect
-//! URI). The browser holds one opaque, HttpOnly session cookie; tokens
-//! never reach it.
+//! URI). The browser holds an opaque, HttpOnly session cookie (and, while
+//! a sign-in is under way, a second one binding it to the browser); tokens
+//! never reach it. Sessions end after 8 hours, or 1 hour unused; at most
+//! 10,000 are kept (the oldest go first), and at most 10,000 sign-ins under
+//! way (likewise).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +41,12 @@ const PENDING_COOKIE: &str = "webapp_signin";
 const MAX_PENDING: usize = 10_000;
 /// How long a sign-in may take.
 const PENDING_TTL: Duration = Duration::from_secs(600);
+/// Sessions kept at most.
+const MAX_SESSIONS: usize = 10_000;
+/// A session ends this long after the sign-in…
+const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
+/// …or this long after its last request.
+const SESSION_IDLE: Duration = Duration::from_secs(3600);
 
 type OidcClient = CoreClient<
     EndpointSet,
@@ -49,7 +58,7 @@ type OidcClient = CoreClient<
 >;
 
 /// Where latchkey, the API and this application are.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     /// The tenant's issuer, `{public_url}/tenants/{t}`.
     pub issuer: String,
@@ -61,6 +70,18 @@ pub struct Settings {
     pub public_url: String,
     /// The `tenant-api` example's base URL.
     pub api_url: String,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[redacted]")
+            .field("public_url", &self.public_url)
+            .field("api_url", &self.api_url)
+            .finish()
+    }
 }
 
 impl Settings {
@@ -98,6 +119,14 @@ struct Session {
     id_token: CoreIdToken,
     email: Option<String>,
     subject: String,
+    started: Instant,
+    last_used: Mutex<Instant>,
+}
+
+impl Session {
+    fn expired(&self) -> bool {
+        self.started.elapsed() > SESSION_TTL || self.last_used.lock().elapsed() > SESSION_IDLE
+    }
 }
 
 /// The application's state.
@@ -173,10 +202,33 @@ impl WebApp {
         }))
     }
 
+    /// The browser's session, unless it expired.
     fn session(&self, req: &HttpRequest) -> Option<(String, Arc<Session>)> {
         let id = req.cookie(SESSION_COOKIE)?.value().to_owned();
-        let session = self.sessions.lock().get(&id).cloned()?;
+        let mut sessions = self.sessions.lock();
+        let session = sessions.get(&id).cloned()?;
+        if session.expired() {
+            sessions.remove(&id);
+            return None;
+        }
+        *session.last_used.lock() = Instant::now();
         Some((id, session))
+    }
+
+    /// Keeps a new session: expired ones are swept, and the oldest goes
+    /// when the map is full.
+    fn open_session(&self, id: String, session: Session) {
+        let mut sessions = self.sessions.lock();
+        sessions.retain(|_, s| !s.expired());
+        if sessions.len() >= MAX_SESSIONS
+            && let Some(oldest) = sessions
+                .iter()
+                .min_by_key(|(_, s)| s.started)
+                .map(|(id, _)| id.clone())
+        {
+            sessions.remove(&oldest);
+        }
+        sessions.insert(id, Arc::new(session));
     }
 
     fn cookie<'c>(&self, name: &'c str, value: String) -> Cookie<'c> {
@@ -265,13 +317,13 @@ async fn login(app: web::Data<WebApp>) -> HttpResponse {
     {
         let mut pending = app.pending.lock();
         pending.retain(|_, p| p.started.elapsed() < PENDING_TTL);
-        if pending.len() >= MAX_PENDING {
-            return page(
-                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
-                "Too many sign-ins",
-                None,
-                Some("Try again in a minute."),
-            );
+        if pending.len() >= MAX_PENDING
+            && let Some(oldest) = pending
+                .iter()
+                .min_by_key(|(_, p)| p.started)
+                .map(|(id, _)| id.clone())
+        {
+            pending.remove(&oldest);
         }
         pending.insert(
             id.clone(),
@@ -374,14 +426,16 @@ async fn callback(
         );
     }
     let id = random_id();
-    app.sessions.lock().insert(
+    app.open_session(
         id.clone(),
-        Arc::new(Session {
+        Session {
             tokens,
             id_token,
             email: claims.email().map(|e| e.as_str().to_owned()),
             subject: claims.subject().as_str().to_owned(),
-        }),
+            started: Instant::now(),
+            last_used: Mutex::new(Instant::now()),
+        },
     );
     let mut expired = app.cookie(PENDING_COOKIE, String::new());
     expired.make_removal();
@@ -428,15 +482,19 @@ async fn api(app: web::Data<WebApp>, req: HttpRequest) -> HttpResponse {
     }
 }
 
-/// Ends the session here, then at latchkey (OpenID Connect RP-Initiated
-/// Logout: `end_session` with `id_token_hint`), which sends the browser
-/// back to `/signed-out`.
+/// Ends the session here and its tokens at latchkey (the refresh token
+/// revoked, RFC 7009, which ends latchkey's session: its access tokens die
+/// at once), then sends the browser through latchkey's `end_session`
+/// (OpenID Connect RP-Initiated Logout, `id_token_hint`) to sign it out of
+/// latchkey's login page too; latchkey sends it back to `/signed-out`.
 async fn logout(app: web::Data<WebApp>, req: HttpRequest) -> HttpResponse {
     let Some((id, session)) = app.session(&req) else {
         return see_other("/");
     };
     app.sessions.lock().remove(&id);
-    let _ = session.tokens.sign_out().await;
+    if let Err(e) = session.tokens.revoke().await {
+        eprintln!("web-app: revoking the refresh token failed: {e}");
+    }
     let mut removal = app.cookie(SESSION_COOKIE, String::new());
     removal.make_removal();
     let location = match (
@@ -449,7 +507,7 @@ async fn logout(app: web::Data<WebApp>, req: HttpRequest) -> HttpResponse {
             .set_post_logout_redirect_uri(back)
             .http_get_url()
             .to_string(),
-        _ => "/signed-out".to_owned(),
+        _ => "/signed-out?here-only".to_owned(),
     };
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, location))
@@ -457,12 +515,17 @@ async fn logout(app: web::Data<WebApp>, req: HttpRequest) -> HttpResponse {
         .finish()
 }
 
-async fn signed_out() -> HttpResponse {
+async fn signed_out(req: HttpRequest) -> HttpResponse {
+    let detail = if req.query_string() == "here-only" {
+        "You are signed out of web-app, and its tokens are revoked; latchkey's own sign-in page may still know you."
+    } else {
+        "You are signed out of web-app and of latchkey."
+    };
     page(
         actix_web::http::StatusCode::OK,
         "Signed out",
         None,
-        Some("You are signed out of web-app and of latchkey."),
+        Some(detail),
     )
 }
 
