@@ -6,6 +6,9 @@ COPY Cargo.toml Cargo.lock build.rs ./
 COPY src src
 COPY migrations migrations
 COPY benches benches
+# Workspace members: cargo reads their manifests to build anything.
+COPY clients/rust clients/rust
+COPY examples examples
 RUN cargo build --release --locked --bin latchkey
 
 # Runtime stage: the binary, CA certificates and curl for the health check.

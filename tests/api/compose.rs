@@ -130,3 +130,69 @@ fn the_dockerfile_is_multi_stage_and_runs_as_a_non_root_user() {
     assert!(text.contains("--locked"), "the build uses Cargo.lock");
     assert!(text.contains("/readyz"));
 }
+
+/// The build stage copies what cargo needs to load the workspace: a member
+/// left out stops `docker build` at `cargo build`. Checked by copying
+/// exactly the stage's `COPY` sources into an empty directory and loading
+/// the workspace there with cargo, offline.
+#[test]
+fn the_dockerfile_build_stage_copies_the_whole_workspace() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("Dockerfile")).expect("Dockerfile");
+    // The text between the first FROM and the second.
+    let build_stage = text.split("\nFROM ").nth(1).expect("the build stage");
+    let dir = tempfile::tempdir().expect("tempdir");
+    for line in build_stage.lines() {
+        let Some(args) = line.strip_prefix("COPY ") else {
+            continue;
+        };
+        let words: Vec<&str> = args.split_whitespace().collect();
+        let (dest, sources) = words.split_last().expect("COPY sources and a destination");
+        for source in sources {
+            let from = root.join(source);
+            let to = if dest.ends_with('/') || *dest == "./" {
+                dir.path().join(source)
+            } else {
+                dir.path().join(dest)
+            };
+            copy_tree(&from, &to);
+        }
+    }
+    let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+            "--locked",
+        ])
+        .current_dir(dir.path())
+        .env("CARGO_TARGET_DIR", dir.path().join("target"))
+        .output()
+        .expect("cargo metadata");
+    assert!(
+        out.status.success(),
+        "the workspace does not load from what the Dockerfile copies: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    if from.is_dir() {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for entry in std::fs::read_dir(from).expect("read_dir") {
+            let entry = entry.expect("entry");
+            let name = entry.file_name();
+            if name == "node_modules" || name == "target" || name == "dist" {
+                continue;
+            }
+            copy_tree(&entry.path(), &to.join(name));
+        }
+    } else {
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::copy(from, to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+    }
+}

@@ -38,12 +38,15 @@ fn now() -> u64 {
         .unwrap_or_default()
 }
 
+/// Signs a JWS signing input; answers the signature bytes.
+type Signer = Box<dyn Fn(&[u8]) -> Vec<u8>>;
+
 /// One tenant's key: its JWK, its signer, and the parsed public key.
 struct Tenant {
     slug: &'static str,
     alg: &'static str,
     jwk: Value,
-    sign: Box<dyn Fn(&[u8]) -> Vec<u8>>,
+    sign: Signer,
     public: Vec<u8>,
     verification: &'static dyn VerificationAlgorithm,
 }
