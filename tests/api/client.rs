@@ -23,7 +23,8 @@ use crate::helpers::{TestApp, USER_PASSWORD, json, spawn_app_with, str_of};
 // ---------------------------------------------------------------------------
 
 /// Forwards every request to latchkey and counts them by method and path;
-/// while `down`, answers 502 as a gateway whose upstream is gone would.
+/// while `down`, counts them and answers 502 as a gateway whose upstream is
+/// gone would.
 pub(crate) struct CountingProxy {
     counts: Arc<parking_lot::Mutex<HashMap<(String, String), usize>>>,
     down: Arc<std::sync::atomic::AtomicBool>,
@@ -44,17 +45,17 @@ impl CountingProxy {
         );
         async fn forward(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             let (counts, upstream, http, down) = &*shared;
+            let (parts, body) = req.into_parts();
+            *counts
+                .lock()
+                .entry((parts.method.to_string(), parts.uri.path().to_owned()))
+                .or_default() += 1;
             if down.load(Ordering::SeqCst) {
                 return Response::builder()
                     .status(502)
                     .body(Body::empty())
                     .unwrap_or_default();
             }
-            let (parts, body) = req.into_parts();
-            *counts
-                .lock()
-                .entry((parts.method.to_string(), parts.uri.path().to_owned()))
-                .or_default() += 1;
             let body = axum::body::to_bytes(body, 1 << 20)
                 .await
                 .unwrap_or_default();
@@ -871,4 +872,40 @@ async fn a_refresh_finishes_and_is_saved_even_when_its_caller_gives_up() {
         1,
         "the abandoned refresh was saved and reused: no second refresh"
     );
+}
+
+#[tokio::test]
+async fn a_refresh_ahead_of_expiry_that_fails_keeps_the_valid_token_and_backs_off() {
+    let env = env().await;
+    let answer = env.sign_in(&env.email).await;
+    let manager = new_manager(&env);
+    let mut set = expired_set(&answer);
+    set.expires_at = now() as u64 + 20; // within the 60 s margin: refreshed ahead
+    manager.set_tokens(set).await.expect("set");
+    env.proxy.set_down(true);
+    for _ in 0..10 {
+        let token = manager.access_token().await.expect("the held token");
+        assert_eq!(token, str_of(&answer, "access_token"));
+    }
+    let sent = env.proxy.count("POST", &env.token_path());
+    assert_eq!(sent, 1, "one attempt, then no request during the back-off");
+    env.proxy.set_down(false);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let token = manager.access_token().await.expect("refreshed");
+    assert_ne!(token, str_of(&answer, "access_token"));
+    assert_eq!(env.proxy.count("POST", &env.token_path()), 2);
+
+    // Once the held token has expired, the failure is the caller's.
+    let manager = new_manager(&env);
+    manager
+        .set_tokens(expired_set(&env.sign_in(&env.email).await))
+        .await
+        .expect("set");
+    env.proxy.set_down(true);
+    let refused = manager.access_token().await;
+    env.proxy.set_down(false);
+    match refused {
+        Err(TokenError::Refused { status: 502, .. }) => {}
+        other => panic!("expected the 502, got {other:?}"),
+    }
 }

@@ -3,7 +3,7 @@
 //! §4, §10; RFC 6749 §6).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -302,6 +302,7 @@ impl TokenManagerBuilder {
                 margin: self.margin,
                 flight: Arc::new(tokio::sync::Mutex::new(())),
                 signed_out: parking_lot::Mutex::new(None),
+                backoff: parking_lot::Mutex::new(None),
             }),
         }
     }
@@ -354,6 +355,9 @@ struct ManagerInner {
     flight: Arc<tokio::sync::Mutex<()>>,
     /// Why the tokens were dropped, until new ones are set.
     signed_out: parking_lot::Mutex<Option<SignInReason>>,
+    /// After a failed refresh: no request before this instant, and the
+    /// failure to answer meanwhile.
+    backoff: parking_lot::Mutex<Option<(Instant, u16, String)>>,
 }
 
 impl std::fmt::Debug for TokenManager {
@@ -418,11 +422,20 @@ impl TokenManager {
     /// An access token valid for at least the refresh margin, refreshed
     /// ahead of `exp` when needed (one refresh in flight for all callers).
     ///
+    /// When the refresh fails for a passing reason (latchkey unreachable,
+    /// 429, 5xx) while the held token has not expired yet, that token is
+    /// returned. After such a failure no refresh is sent for `Retry-After`
+    /// seconds (1 s without one, at most 60 s), nor for 30 s after the
+    /// client itself was refused (`invalid_client`); a refresh that failed
+    /// in transit is sent again once at once (latchkey's grace window
+    /// answers it with the same pair).
+    ///
     /// # Errors
     /// [`TokenError::SignInRequired`] when no tokens are held or the refresh
     /// was refused (`invalid_grant`); [`TokenError::Refused`] for other
-    /// token endpoint errors (429, 503, `invalid_client`), the tokens kept;
-    /// [`TokenError::Http`], [`TokenError::Store`].
+    /// token endpoint errors (429, 503, `invalid_client`) once the held
+    /// token has expired, the tokens kept; [`TokenError::Http`],
+    /// [`TokenError::Store`].
     pub async fn access_token(&self) -> Result<String, TokenError> {
         if let Some(reason) = *self.inner.signed_out.lock() {
             return Err(TokenError::SignInRequired(reason));
@@ -546,43 +559,117 @@ impl TokenManager {
                 }
             }
         }
+        if let Some((until, status, code)) = self.inner.backoff.lock().clone()
+            && Instant::now() < until
+        {
+            // latchkey asked to wait (or refused the client): no request.
+            return self.unrenewed(held.as_ref(), failed, TokenError::Refused { status, code });
+        }
         let request =
             self.authenticated(self.inner.http.post(&self.inner.token_endpoint), &mut form);
-        let res = request.form(&form).send().await?;
+        let request = request.form(&form);
+        // A transport failure may come after latchkey rotated: the same
+        // refresh, sent again at once, gets the same pair within latchkey's
+        // grace window (10 s), where waiting for the next call might not.
+        let retry = request.try_clone();
+        let outcome = match Self::attempt(request).await {
+            Err(e) => match retry {
+                Some(retry) => {
+                    tracing::warn!(error = %e, "refresh failed in transit; sending it again");
+                    Self::attempt(retry).await
+                }
+                None => Err(e),
+            },
+            ok => ok,
+        };
+        let answer = match outcome {
+            Ok(Ok(answer)) => answer,
+            Ok(Err((status, code, retry_after))) => {
+                if status == 400
+                    && code.as_deref() == Some("invalid_grant")
+                    && matches!(self.inner.grant, Grant::Refresh { .. })
+                {
+                    self.drop_tokens(SignInReason::InvalidGrant).await?;
+                    return Err(TokenError::SignInRequired(SignInReason::InvalidGrant));
+                }
+                let code = code.unwrap_or_else(|| "unknown".to_owned());
+                let wait = if status == 429 || status >= 500 {
+                    retry_after.unwrap_or(1).min(60)
+                } else {
+                    // The client itself is refused: a configuration error.
+                    30
+                };
+                *self.inner.backoff.lock() = Some((
+                    Instant::now() + Duration::from_secs(wait),
+                    status,
+                    code.clone(),
+                ));
+                return self.unrenewed(held.as_ref(), failed, TokenError::Refused { status, code });
+            }
+            Err(e) => {
+                *self.inner.backoff.lock() = Some((
+                    Instant::now() + Duration::from_secs(1),
+                    503,
+                    "unreachable".to_owned(),
+                ));
+                return self.unrenewed(held.as_ref(), failed, TokenError::Http(e));
+            }
+        };
+        *self.inner.backoff.lock() = None;
+        let mut tokens = TokenSet::from_response(
+            answer.access_token,
+            // A refresh answer without a refresh token keeps the old one
+            // (RFC 6749 §6); latchkey always rotates.
+            answer
+                .refresh_token
+                .or_else(|| held.as_ref().and_then(|t| t.refresh_token.clone())),
+            Duration::from_secs(answer.expires_in.unwrap_or(60)),
+        );
+        tokens.id_token = answer
+            .id_token
+            .or_else(|| held.as_ref().and_then(|t| t.id_token.clone()));
+        tokens.scope = answer.scope;
+        if let Err(e) = self.inner.store.save(&tokens).await {
+            tracing::error!(error = %e, "the rotated tokens could not be saved; the next refresh will need latchkey's grace window");
+            return Err(TokenError::Store(e));
+        }
+        Ok(tokens.access_token)
+    }
+
+    /// One token request: the answer, or latchkey's refusal as (status,
+    /// code, `Retry-After` seconds); `Err` when it failed in transit (the
+    /// body of a 200 included).
+    async fn attempt(
+        request: reqwest::RequestBuilder,
+    ) -> Result<Result<TokenResponse, (u16, Option<String>, Option<u64>)>, reqwest::Error> {
+        let res = request.send().await?;
         let status = res.status();
         if status.is_success() {
-            let answer: TokenResponse = res.json().await?;
-            let mut tokens = TokenSet::from_response(
-                answer.access_token,
-                // A refresh answer without a refresh token keeps the old one
-                // (RFC 6749 §6); latchkey always rotates.
-                answer
-                    .refresh_token
-                    .or_else(|| held.as_ref().and_then(|t| t.refresh_token.clone())),
-                Duration::from_secs(answer.expires_in.unwrap_or(60)),
-            );
-            tokens.id_token = answer
-                .id_token
-                .or_else(|| held.as_ref().and_then(|t| t.id_token.clone()));
-            tokens.scope = answer.scope;
-            if let Err(e) = self.inner.store.save(&tokens).await {
-                tracing::error!(error = %e, "the rotated tokens could not be saved; the next refresh will need latchkey's grace window");
-                return Err(TokenError::Store(e));
+            return Ok(Ok(res.json().await?));
+        }
+        let retry_after = res
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        Ok(Err((status.as_u16(), oauth_code(res).await, retry_after)))
+    }
+
+    /// A refresh that could not be made: the held access token while it is
+    /// still valid (a refresh ahead of expiry can wait), else `error`.
+    fn unrenewed(
+        &self,
+        held: Option<&TokenSet>,
+        failed: Option<&str>,
+        error: TokenError,
+    ) -> Result<String, TokenError> {
+        match held {
+            Some(tokens) if failed.is_none() && tokens.expires_at > now() => {
+                tracing::warn!(%error, "refresh ahead of expiry failed; the held token is still valid");
+                Ok(tokens.access_token.clone())
             }
-            return Ok(tokens.access_token);
+            _ => Err(error),
         }
-        let code = oauth_code(res).await;
-        if status.as_u16() == 400
-            && code.as_deref() == Some("invalid_grant")
-            && matches!(self.inner.grant, Grant::Refresh { .. })
-        {
-            self.drop_tokens(SignInReason::InvalidGrant).await?;
-            return Err(TokenError::SignInRequired(SignInReason::InvalidGrant));
-        }
-        Err(TokenError::Refused {
-            status: status.as_u16(),
-            code: code.unwrap_or_else(|| "unknown".to_owned()),
-        })
     }
 
     /// Clears the store and enters the signed-out state; the caller holds
