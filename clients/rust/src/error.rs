@@ -194,8 +194,11 @@ pub struct Problem {
     /// A URI naming the problem type.
     #[serde(rename = "type")]
     pub kind: String,
+    /// A short summary of the problem type.
     pub title: String,
+    /// The HTTP status.
     pub status: u16,
+    /// What happened, for a person.
     pub detail: String,
     /// latchkey's stable code (SPEC §5).
     pub code: String,

@@ -20,6 +20,8 @@
 //!
 //! HTTPS to latchkey needs the default feature `rustls`.
 
+#![warn(missing_docs)]
+
 mod error;
 mod extract;
 mod tokens;
