@@ -348,13 +348,9 @@ impl Config {
         }
         crate::store::db::Backend::from_url(&self.database_url)
             .map_err(|e| bad("LATCHKEY_DATABASE_URL", e))?;
-        if let Some(url) = &self.redis_url
-            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
-        {
-            return Err(bad(
-                "LATCHKEY_REDIS_URL",
-                "must start with redis:// or rediss://",
-            ));
+        if let Some(url) = &self.redis_url {
+            crate::store::session::Topology::parse(url)
+                .map_err(|e| bad("LATCHKEY_REDIS_URL", e))?;
         }
         if self.redis_key_prefix.is_empty()
             || !self

@@ -91,19 +91,31 @@ fn drop_database(url: &str) {
     }
 }
 
-/// Deletes the Redis keys matching `pattern`.
+/// Deletes the Redis keys matching `pattern`, on one node or on every node
+/// of a cluster (one key at a time there: keys of several tenants live in
+/// several slots; replicas refuse the deletes and get them from their
+/// masters).
 pub fn delete_keys(url: &str, pattern: &str) {
-    let Ok(client) = redis::Client::open(url) else {
-        return;
+    use latchkey::store::session::Topology;
+    let (nodes, clustered) = match Topology::parse(url) {
+        Ok(Topology::Single(url)) => (vec![url], false),
+        Ok(Topology::Cluster(nodes)) => (nodes, true),
+        Err(_) => return,
     };
-    let Ok(mut conn) = client.get_connection() else {
-        return;
-    };
-    let keys: Vec<String> = redis::Commands::scan_match(&mut conn, pattern)
-        .map(|found| found.filter_map(Result::ok).collect())
-        .unwrap_or_default();
-    for chunk in keys.chunks(500) {
-        let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+    for node in nodes {
+        let Ok(client) = redis::Client::open(node.as_str()) else {
+            continue;
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            continue;
+        };
+        let keys: Vec<String> = redis::Commands::scan_match(&mut conn, pattern)
+            .map(|found| found.filter_map(Result::ok).collect())
+            .unwrap_or_default();
+        let chunk = if clustered { 1 } else { 500 };
+        for keys in keys.chunks(chunk) {
+            let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
     }
 }
 

@@ -332,11 +332,6 @@ async fn earlier_version_token(app: &TestApp, t: &str, tokens: &Value) -> Option
     let family = uuid::Uuid::new_v4().to_string();
     let prefix = format!("{}:{{{t}}}:", app.config.redis_key_prefix);
     let now = chrono::Utc::now().timestamp();
-    let mut conn = redis::Client::open(url)
-        .expect("redis url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
     let fields = [
         ("family", family.clone()),
         ("sid", claims.sid.clone().expect("sid")),
@@ -359,17 +354,34 @@ async fn earlier_version_token(app: &TestApp, t: &str, tokens: &Value) -> Option
                 .clone(),
         ),
     ];
-    let _: () = redis::pipe()
-        .hset_multiple(format!("{prefix}rt:{hash}"), &fields)
+    let mut pipe = redis::pipe();
+    pipe.hset_multiple(format!("{prefix}rt:{hash}"), &fields)
         .expire(format!("{prefix}rt:{hash}"), 3600)
         .hset_multiple(
             format!("{prefix}fam:{family}"),
             &[("current", hash.as_str()), ("status", "active")],
         )
-        .expire(format!("{prefix}fam:{family}"), 3600)
-        .query_async(&mut conn)
-        .await
-        .expect("write");
+        .expire(format!("{prefix}fam:{family}"), 3600);
+    // One node, or the cluster (the keys share the tenant's slot).
+    use latchkey::store::session::Topology;
+    match Topology::parse(&url).expect("redis url") {
+        Topology::Single(url) => {
+            let mut conn = redis::Client::open(url)
+                .expect("redis url")
+                .get_multiplexed_async_connection()
+                .await
+                .expect("redis");
+            let _: () = pipe.query_async(&mut conn).await.expect("write");
+        }
+        Topology::Cluster(nodes) => {
+            let mut conn = redis::cluster::ClusterClient::new(nodes)
+                .expect("cluster")
+                .get_async_connection()
+                .await
+                .expect("redis cluster");
+            let _: () = pipe.query_async(&mut conn).await.expect("write");
+        }
+    }
     Some(token)
 }
 

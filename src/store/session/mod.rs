@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 pub use self::memory::MemoryStore;
-pub use self::redis::{RedisStore, spawn_change_listener};
+pub use self::redis::{RedisStore, Topology, spawn_change_listener};
 use super::StoreError;
 
 /// One sign-in of a user.

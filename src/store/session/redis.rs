@@ -30,8 +30,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Script};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::{AsyncCommands, FromRedisValue, Script};
 
 use super::{
     ATTEMPT_TTL, AccessState, CUT_MIN_TTL, EndReason, LockoutPolicy, LoginAttempt, LoginLock,
@@ -70,9 +73,128 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{}\n{body}", scripts::PRELUDE))
 }
 
-/// Sessions and tokens in Redis, shared by every instance.
+/// Where the store lives: one Redis node, or a Redis Cluster (SPEC §1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Topology {
+    /// `redis://…` or `rediss://…`.
+    Single(String),
+    /// `redis+cluster://[user:password@]host:port[,host:port…]`
+    /// (`rediss+cluster://` for TLS), or a comma-separated list of
+    /// `redis://` URLs: the seed nodes, one URL each.
+    Cluster(Vec<String>),
+}
+
+impl Topology {
+    /// Reads `LATCHKEY_REDIS_URL`.
+    ///
+    /// # Errors
+    /// A message saying what is wrong with it.
+    pub fn parse(url: &str) -> Result<Topology, String> {
+        use redis::IntoConnectionInfo;
+        // Never echoes a URL: it may hold a password.
+        let check = |node: &str| {
+            node.into_connection_info()
+                .map(|_| ())
+                .map_err(|_| "is not a valid Redis URL".to_owned())
+        };
+        let cluster_scheme = [
+            ("redis+cluster://", "redis://"),
+            ("rediss+cluster://", "rediss://"),
+        ]
+        .into_iter()
+        .find(|(scheme, _)| url.starts_with(scheme));
+        if let Some((scheme, node_scheme)) = cluster_scheme {
+            let rest = &url[scheme.len()..];
+            let hosts = rest.split(['/', '?']).next().unwrap_or_default();
+            let (userinfo, hosts) = match hosts.rsplit_once('@') {
+                Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
+                None => (String::new(), hosts),
+            };
+            let nodes: Vec<String> = hosts
+                .split(',')
+                .map(|host| format!("{node_scheme}{userinfo}{}", host.trim()))
+                .collect();
+            if hosts.split(',').any(|h| h.trim().is_empty()) {
+                return Err("names an empty node (host:port[,host:port…])".to_owned());
+            }
+            for node in &nodes {
+                check(node)?;
+            }
+            return Ok(Topology::Cluster(nodes));
+        }
+        if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+            return Err(
+                "must start with redis://, rediss://, redis+cluster:// or rediss+cluster://"
+                    .to_owned(),
+            );
+        }
+        if url.contains(',') {
+            let nodes: Vec<String> = url.split(',').map(|n| n.trim().to_owned()).collect();
+            for node in &nodes {
+                if !(node.starts_with("redis://") || node.starts_with("rediss://")) {
+                    return Err("lists a node that is not a redis:// URL".to_owned());
+                }
+                check(node)?;
+            }
+            return Ok(Topology::Cluster(nodes));
+        }
+        check(url)?;
+        Ok(Topology::Single(url.to_owned()))
+    }
+
+    /// The nodes to try, in order, for a subscription.
+    fn nodes(&self) -> Vec<String> {
+        match self {
+            Topology::Single(url) => vec![url.clone()],
+            Topology::Cluster(nodes) => nodes.clone(),
+        }
+    }
+}
+
+/// A connection to either topology. Every multi-key command and script
+/// touches one tenant's keys, which share a hash tag and so a slot: the
+/// cluster routes each to the node serving that slot.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// Sessions and tokens in Redis (one node or a cluster), shared by every
+/// instance.
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     prefix: String,
     timeout: Duration,
     create_session: Script,
@@ -96,20 +218,42 @@ fn unavailable(e: impl Into<anyhow::Error>) -> StoreError {
 }
 
 impl RedisStore {
-    /// Connects; fails fast when Redis does not answer within `timeout`.
+    /// Connects to one node or a cluster (see [`Topology`]); fails fast
+    /// when Redis does not answer within `timeout`.
     pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(unavailable)?;
-        let config = ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout));
-        let conn = tokio::time::timeout(
-            timeout * 3,
-            ConnectionManager::new_with_config(client, config),
-        )
-        .await
-        .map_err(unavailable)?
-        .map_err(unavailable)?;
+        let topology = Topology::parse(url).map_err(|e| unavailable(anyhow::anyhow!(e)))?;
+        let conn = match topology {
+            Topology::Single(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_number_of_retries(1)
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout));
+                Conn::Single(
+                    tokio::time::timeout(
+                        timeout * 3,
+                        ConnectionManager::new_with_config(client, config),
+                    )
+                    .await
+                    .map_err(unavailable)?
+                    .map_err(unavailable)?,
+                )
+            }
+            Topology::Cluster(nodes) => {
+                let client = ClusterClient::builder(nodes)
+                    .connection_timeout(timeout)
+                    .response_timeout(timeout)
+                    .retries(1)
+                    .build()
+                    .map_err(unavailable)?;
+                Conn::Cluster(
+                    tokio::time::timeout(timeout * 3, client.get_async_connection())
+                        .await
+                        .map_err(unavailable)?
+                        .map_err(unavailable)?,
+                )
+            }
+        };
         Ok(Self {
             conn,
             prefix: prefix.to_owned(),
@@ -154,6 +298,33 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// A command without a key of its own that must run where the tenant's
+    /// slot lives (`SCAN`, `MEMORY USAGE`): on a cluster it is sent to the
+    /// master serving `slot_key`'s slot.
+    async fn on_tenant_node<T: FromRedisValue>(
+        &self,
+        op: &'static str,
+        cmd: redis::Cmd,
+        slot_key: &str,
+    ) -> Result<T, StoreError> {
+        match &self.conn {
+            Conn::Single(c) => {
+                let mut c = c.clone();
+                self.call(op, cmd.query_async(&mut c)).await
+            }
+            Conn::Cluster(c) => {
+                let mut c = c.clone();
+                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                    Route::with_key(slot_key, SlotAddr::Master),
+                ));
+                let value = self.call(op, c.route_command(cmd, routing)).await?;
+                T::from_redis_value(value).map_err(unavailable)
+            }
+        }
+    }
+}
+
 /// What `get_refresh.lua` answers: the token's hash fields, its family's,
 /// the session state, the user cut-off and the sealed successor.
 type EarlierToken = (Vec<String>, Vec<String>, String, String, String);
@@ -172,18 +343,14 @@ impl RedisStore {
                 .replace('{', "\\{")
                 .replace('}', "\\}")
         );
-        let mut conn = self.conn.clone();
-        self.call(
-            op,
-            redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(500)
-                .query_async(&mut conn),
-        )
-        .await
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(500);
+        self.on_tenant_node(op, scan, &self.tenant_prefix(tenant))
+            .await
     }
 
     /// A token of an earlier version, stored under its own hash.
@@ -281,9 +448,15 @@ pub fn spawn_change_listener(
     use futures_util::StreamExt;
     tokio::spawn(async move {
         let channel = changes_channel(&prefix);
-        loop {
+        // On a cluster every node relays every PUBLISH (the cluster bus), so
+        // one subscription to any node hears all; a node that fails is left
+        // for the next one in the list.
+        let nodes = Topology::parse(&url)
+            .map(|t| t.nodes())
+            .unwrap_or_else(|_| vec![url.clone()]);
+        for node in nodes.iter().cycle() {
             let subscribed = async {
-                let client = redis::Client::open(url.as_str())?;
+                let client = redis::Client::open(node.as_str())?;
                 let mut pubsub = client.get_async_pubsub().await?;
                 pubsub.subscribe(&channel).await?;
                 redis::RedisResult::Ok(pubsub)
@@ -791,21 +964,15 @@ impl SessionStore for RedisStore {
     }
 
     async fn tenant_footprint(&self, tenant: &str) -> Result<(usize, u64), StoreError> {
-        let mut conn = self.conn.clone();
         let (mut keys, mut bytes) = (0usize, 0u64);
         let mut cursor: u64 = 0;
         loop {
             let (next, found) = self.scan_tenant("tenant_footprint", tenant, cursor).await?;
             for key in found {
-                let used: Option<u64> = self
-                    .call(
-                        "tenant_footprint",
-                        redis::cmd("MEMORY")
-                            .arg("USAGE")
-                            .arg(&key)
-                            .query_async(&mut conn),
-                    )
-                    .await?;
+                let mut usage = redis::cmd("MEMORY");
+                usage.arg("USAGE").arg(&key);
+                let used: Option<u64> =
+                    self.on_tenant_node("tenant_footprint", usage, &key).await?;
                 keys += 1;
                 bytes += used.unwrap_or(0);
             }
@@ -878,13 +1045,58 @@ impl SessionStore for RedisStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let pong: String = self
+        // A cluster sends PING to every node and fails unless all answer.
+        let _: redis::Value = self
             .call("ping", redis::cmd("PING").query_async(&mut conn))
             .await?;
-        if pong == "PONG" {
-            Ok(())
-        } else {
-            Err(unavailable(anyhow::anyhow!("unexpected PING answer")))
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod topology_tests {
+    use super::Topology;
+
+    #[test]
+    fn cluster_urls_name_their_seed_nodes() {
+        assert_eq!(
+            Topology::parse("redis+cluster://a:7000,b:7001"),
+            Ok(Topology::Cluster(vec![
+                "redis://a:7000".to_owned(),
+                "redis://b:7001".to_owned()
+            ]))
+        );
+        assert_eq!(
+            Topology::parse("rediss+cluster://user:pw@a:7000,b:7001/"),
+            Ok(Topology::Cluster(vec![
+                "rediss://user:pw@a:7000".to_owned(),
+                "rediss://user:pw@b:7001".to_owned()
+            ]))
+        );
+        assert_eq!(
+            Topology::parse("redis://a:7000,redis://b:7001"),
+            Ok(Topology::Cluster(vec![
+                "redis://a:7000".to_owned(),
+                "redis://b:7001".to_owned()
+            ]))
+        );
+        assert_eq!(
+            Topology::parse("redis://:pw@cache:6379/2"),
+            Ok(Topology::Single("redis://:pw@cache:6379/2".to_owned()))
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_refused_without_echoing_them() {
+        for bad in [
+            "http://cache:6379",
+            "redis+cluster://",
+            "redis+cluster://a:7000,,b:7001",
+            "redis://:secret@a:7000,http://:secret@b:7001",
+            "redis+cluster://:secret@a:notaport",
+        ] {
+            let e = Topology::parse(bad).expect_err(bad);
+            assert!(!e.contains("secret"), "{bad}: {e}");
         }
     }
 }
