@@ -57,24 +57,37 @@ const SIGN_IN_MESSAGES: Record<SignInReason, string> = {
 };
 
 /**
- * A refresh failed in a way that may pass: latchkey answered 429
- * (`rate_limited`; see {@link LatchkeyError.retryAfter}), 503
- * (`store_unavailable`) or another 5xx, refused the client itself
- * (`invalid_client`: a configuration error), answered something that is not a
- * token response (`invalid_response`), or could not be reached
- * (`network_error`, status 0; the cause is in `cause`). The stored tokens are
- * kept, and the sign-in handler is not called: try again later.
+ * A call failed in a way that may pass; the stored tokens are kept and the
+ * sign-in handler is not called. One of:
+ *
+ * - latchkey answered the refresh with 429 (`rate_limited`; see
+ *   {@link LatchkeyError.retryAfter}), 503 (`store_unavailable`) or another
+ *   5xx (`http_<status>`);
+ * - latchkey refused the client itself (`invalid_client`,
+ *   `unauthorized_client`, `unsupported_grant_type`: a configuration error);
+ * - the token endpoint answered 200 without usable tokens
+ *   (`invalid_response`), could not be reached (`network_error`, status 0),
+ *   or did not answer in time (`timeout`, status 0); the manager has already
+ *   sent the same refresh once more before reporting either;
+ * - the application's {@link TokenStorage} threw (`storage_error`, status 0).
+ *
+ * The underlying error, where there is one, is in `cause`. After a 429 or 503
+ * with `Retry-After`, and for 30 seconds after a refused client, the manager
+ * answers refreshes with the same error without sending anything.
  */
 export class LatchkeyError extends Error {
-  /** The HTTP status of the token endpoint's answer; 0 when there was none. */
+  /** The HTTP status of the token endpoint's answer; 0 when there was none (also for `storage_error`). */
   readonly status: number;
   /**
    * latchkey's `code` (`rate_limited`, `store_unavailable`,
    * `invalid_client`, …), else the OAuth `error`, else `network_error`,
-   * `invalid_response` or `http_<status>`.
+   * `timeout`, `invalid_response`, `storage_error` or `http_<status>`.
    */
   readonly code: string;
-  /** Seconds from a `Retry-After` header (429, 503), when one was sent. */
+  /**
+   * Seconds from a `Retry-After` header (429, 503; delay-seconds or an
+   * HTTP-date), when one was sent.
+   */
   readonly retryAfter: number | undefined;
 
   /**
@@ -142,7 +155,14 @@ async function codeFromBody(response: Response): Promise<string | undefined> {
   return undefined;
 }
 
-/** latchkey's `error_description` texts for `invalid_token` (src/service/token_check.rs). */
+/**
+ * latchkey's `error_description` texts for `invalid_token`, which its
+ * src/error.rs copies into the challenge: src/authn/tokens.rs (`TokenError`:
+ * expired, not yet valid, another tenant, signature) and
+ * src/service/token_check.rs (`token_error`, and `check_access_state`: session
+ * ended, account or tenant disabled); src/api/me.rs (userinfo: the user no
+ * longer exists, `session_revoked`).
+ */
 const INVALID_TOKEN_DESCRIPTIONS: ReadonlyArray<[RegExp, string]> = [
   [/^the access token expired$/i, 'token_expired'],
   [/^the session of this token has ended$/i, 'session_revoked'],

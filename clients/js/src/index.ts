@@ -6,7 +6,7 @@
  * @packageDocumentation
  */
 
-export { TokenManager, type TokenManagerOptions } from './manager.js';
+export { TokenManager, type Locks, type TokenManagerOptions } from './manager.js';
 export {
   LocalStorageTokenStorage,
   MemoryTokenStorage,

@@ -20,6 +20,13 @@ export interface TokenSet {
   id_token?: string;
   /** The granted scopes, space separated. */
   scope?: string;
+  /**
+   * When the token endpoint's answer arrived, in Unix seconds (set by
+   * {@link tokenSetFrom}). With `expires_at` it gives the token's lifetime,
+   * which caps the refresh margin at half of it. Optional: sets stored
+   * without it (older versions, your own code) load and work as before.
+   */
+  received_at?: number;
 }
 
 /**
@@ -43,7 +50,8 @@ export interface TokenEndpointResponse {
 
 /**
  * Turns a token endpoint answer into a {@link TokenSet}: `expires_in` becomes
- * the absolute `expires_at`; absent optional fields stay absent.
+ * the absolute `expires_at`, the time of the answer is `received_at`; absent
+ * optional fields stay absent.
  *
  * @param response - the parsed JSON of a 200 answer of `/oauth/token`
  * @param nowSeconds - the time the answer arrived, Unix seconds (default: now)
@@ -53,7 +61,7 @@ export interface TokenEndpointResponse {
  * @example
  * ```ts
  * const answer = await (await fetch(tokenEndpoint, { method: 'POST', body })).json();
- * const tokens = tokenSetFrom(answer); // { access_token, refresh_token, expires_at, ... }
+ * const tokens = tokenSetFrom(answer); // { access_token, refresh_token, expires_at, received_at, ... }
  * ```
  */
 export function tokenSetFrom(
@@ -70,10 +78,12 @@ export function tokenSetFrom(
   if (typeof expires_in !== 'number' || !Number.isFinite(expires_in) || expires_in < 0) {
     throw new TypeError('a token response needs expires_in, a non-negative number of seconds');
   }
+  const receivedAt = Math.floor(nowSeconds);
   const tokens: TokenSet = { access_token, expires_at: Math.floor(nowSeconds + expires_in) };
   if (typeof refresh_token === 'string' && refresh_token !== '') tokens.refresh_token = refresh_token;
   if (typeof id_token === 'string' && id_token !== '') tokens.id_token = id_token;
   if (typeof scope === 'string') tokens.scope = scope;
+  tokens.received_at = receivedAt;
   return tokens;
 }
 
@@ -88,7 +98,8 @@ export function isTokenSet(value: unknown): value is TokenSet {
     Number.isFinite(v.expires_at) &&
     (v.refresh_token === undefined || typeof v.refresh_token === 'string') &&
     (v.id_token === undefined || typeof v.id_token === 'string') &&
-    (v.scope === undefined || typeof v.scope === 'string')
+    (v.scope === undefined || typeof v.scope === 'string') &&
+    (v.received_at === undefined || (typeof v.received_at === 'number' && Number.isFinite(v.received_at)))
   );
 }
 
@@ -98,6 +109,7 @@ export function copyTokenSet(tokens: TokenSet): TokenSet {
   if (tokens.refresh_token !== undefined) copy.refresh_token = tokens.refresh_token;
   if (tokens.id_token !== undefined) copy.id_token = tokens.id_token;
   if (tokens.scope !== undefined) copy.scope = tokens.scope;
+  if (tokens.received_at !== undefined) copy.received_at = tokens.received_at;
   return copy;
 }
 
@@ -115,7 +127,11 @@ export function nowInSeconds(): number {
 export interface TokenStorage {
   /** The stored tokens, or `null` when there are none. */
   load(): TokenSet | null | Promise<TokenSet | null>;
-  /** Replaces the stored tokens. */
+  /**
+   * Replaces the stored tokens. When it throws (a full `localStorage`, a
+   * store that is down), the manager keeps a refreshed pair in memory and
+   * reports the error; see {@link TokenManager}.
+   */
   save(tokens: TokenSet): void | Promise<void>;
   /** Removes the stored tokens. */
   clear(): void | Promise<void>;

@@ -23,10 +23,10 @@ let api;
 let tokenEndpoint;
 
 before(async () => {
-  // No leeway, so that a token of the `brief` tenant (2 s) really expires at latchkey.
+  // No leeway, so that a token of the `brief` tenant (5 s) really expires at latchkey.
   latchkey = await startLatchkey({ LATCHKEY_CLOCK_LEEWAY_SECONDS: '0' });
   world = await setUpWorld(latchkey.base);
-  await world.admin('/admin/tenants', { slug: 'brief', name: 'Brief Inc.', settings: { access_token_ttl_seconds: 2 } });
+  await world.admin('/admin/tenants', { slug: 'brief', name: 'Brief Inc.', settings: { access_token_ttl_seconds: 5 } });
   await world.admin('/admin/tenants/brief/clients', {
     client_id: 'spa',
     name: 'Single-page app',
@@ -314,7 +314,8 @@ test('4d. other 401s are returned unchanged: no refresh, no retry', async () => 
 });
 
 test('4e. a real token_expired from latchkey: one refresh, one retry, 200', async () => {
-  // Tenant `brief` issues 2-second access tokens; this latchkey has no leeway.
+  // Tenant `brief` issues 5-second access tokens (long enough for the retry's new one on a
+  // loaded machine); this latchkey has no leeway.
   const { email, tokens } = await world.signedInUser('brief');
   const { manager, storage, counted } = managed({ tenant: 'brief' });
   // Stored as if valid for an hour, so that only latchkey's answer says it expired.
@@ -342,9 +343,9 @@ test('5. accessToken() refreshes ahead of expiry (within the margin), and not ot
   assert.equal(await manager.accessToken(), tokens.access_token);
   assert.equal(counted.tokenPosts(), 0);
 
-  // Valid for 30 more seconds, within the 60-second margin: one refresh,
-  // shared by concurrent callers.
-  await manager.setTokens({ ...tokenSetFrom(tokens), expires_at: nowSeconds() + 30 });
+  // Valid for 30 more seconds of its 15 minutes, within the 60-second margin:
+  // one refresh, shared by concurrent callers.
+  await manager.setTokens({ ...tokenSetFrom(tokens), expires_at: nowSeconds() + 30, received_at: nowSeconds() - 870 });
   const fresh = await Promise.all(Array.from({ length: 5 }, () => manager.accessToken()));
   assert.equal(counted.tokenPosts(), 1);
   assert.ok(fresh.every((t) => t === fresh[0]));
@@ -364,11 +365,10 @@ test('5. accessToken() refreshes ahead of expiry (within the margin), and not ot
 });
 
 test('two managers without Web Locks share one storage and send the same refresh token: the grace window answers both', async () => {
-  assert.equal(globalThis.navigator?.locks, undefined, 'this test is about platforms without Web Locks');
   const { tokens } = await world.signedInUser();
   const storage = new MemoryTokenStorage();
-  const tabA = managed({ storage });
-  const tabB = managed({ storage });
+  const tabA = managed({ storage, locks: false });
+  const tabB = managed({ storage, locks: false });
   await tabA.manager.setTokens({ ...tokenSetFrom(tokens), expires_at: nowSeconds() - 10 });
 
   const [a, b] = await Promise.all([tabA.manager.accessToken(), tabB.manager.accessToken()]);
@@ -397,24 +397,33 @@ async function startFakeTokenEndpoint() {
   return Object.assign(server, { state });
 }
 
+const oauthError = (status, error, code, extra = {}) => [
+  status,
+  { 'content-type': 'application/json', ...extra },
+  JSON.stringify({ error, error_description: `${code} for the test`, code }),
+];
+const tokenAnswer = (access, refresh) => [
+  200,
+  { 'content-type': 'application/json' },
+  JSON.stringify({ access_token: access, token_type: 'Bearer', expires_in: 900, refresh_token: refresh }),
+];
+
 test('transient failures (503, 429, 5xx, network, invalid_client) reject with LatchkeyError, keep the tokens, call no handler', async () => {
-  const oauthError = (status, error, code, extra = {}) => [
-    status,
-    { 'content-type': 'application/json', ...extra },
-    JSON.stringify({ error, error_description: `${code} for the test`, code }),
-  ];
   const expired = { access_token: 'old-access', refresh_token: 'old-refresh', expires_at: nowSeconds() - 10 };
-  const { manager, storage, counted, handled } = managed({ tokenEndpoint: `${tokenEndpoint.url}/token` });
-  await manager.setTokens(expired);
   const cases = [
-    [oauthError(503, 'temporarily_unavailable', 'store_unavailable', { 'retry-after': '1' }), 503, 'store_unavailable', 1],
-    [oauthError(429, 'temporarily_unavailable', 'rate_limited', { 'retry-after': '7' }), 429, 'rate_limited', 7],
-    [[502, { 'content-type': 'text/html' }, '<h1>Bad gateway</h1>'], 502, 'http_502', undefined],
-    [[200, { 'content-type': 'application/json' }, '{"token_type":"Bearer"}'], 200, 'invalid_response', undefined],
+    // [answers queued, status, code, retryAfter, requests sent]
+    [[oauthError(503, 'temporarily_unavailable', 'store_unavailable', { 'retry-after': '1' })], 503, 'store_unavailable', 1, 1],
+    [[oauthError(429, 'temporarily_unavailable', 'rate_limited', { 'retry-after': '7' })], 429, 'rate_limited', 7, 1],
+    [[[502, { 'content-type': 'text/html' }, '<h1>Bad gateway</h1>']], 502, 'http_502', undefined, 1],
+    // A 200 without tokens may hide a rotation: sent once more, then reported.
+    [Array(2).fill([200, { 'content-type': 'application/json' }, '{"token_type":"Bearer"}']), 200, 'invalid_response', undefined, 2],
   ];
-  for (const [answer, status, code, retryAfter] of cases) {
-    tokenEndpoint.state.answers.push(answer);
-    // Ten callers, one request, ten rejections.
+  tokenEndpoint.state.requests.length = 0;
+  for (const [answers, status, code, retryAfter, sent] of cases) {
+    const { manager, storage, counted, handled } = managed({ tokenEndpoint: `${tokenEndpoint.url}/token` });
+    await manager.setTokens(expired);
+    tokenEndpoint.state.answers.push(...answers);
+    // Ten callers, one refresh, ten rejections.
     const results = await Promise.allSettled(Array.from({ length: 10 }, () => manager.accessToken()));
     for (const r of results) {
       assert.equal(r.status, 'rejected');
@@ -424,9 +433,10 @@ test('transient failures (503, 429, 5xx, network, invalid_client) reject with La
       assert.equal(r.reason.retryAfter, retryAfter);
     }
     assert.deepEqual(storage.load(), expired, `the tokens were kept after ${status}`);
+    assert.equal(counted.count('POST', '/token'), sent, `requests after ${status}`);
+    assert.equal(handled.length, 0);
   }
-  assert.equal(counted.count('POST', '/token'), cases.length, 'one request per failure');
-  assert.equal(handled.length, 0);
+  assert.equal(tokenEndpoint.state.answers.length, 0);
   const sent = tokenEndpoint.state.requests[0];
   assert.equal(sent.authorization, undefined, 'a public client sends no Authorization');
   assert.deepEqual(Object.fromEntries(new URLSearchParams(sent.body)), {
@@ -436,30 +446,198 @@ test('transient failures (503, 429, 5xx, network, invalid_client) reject with La
   });
 
   // The next attempt that works is used.
-  tokenEndpoint.state.answers.push([
-    200,
-    { 'content-type': 'application/json' },
-    JSON.stringify({ access_token: 'new-access', token_type: 'Bearer', expires_in: 900, refresh_token: 'new-refresh' }),
-  ]);
+  const { manager, storage } = managed({ tokenEndpoint: `${tokenEndpoint.url}/token` });
+  await manager.setTokens(expired);
+  tokenEndpoint.state.answers.push([502, { 'content-type': 'text/plain' }, 'down'], tokenAnswer('new-access', 'new-refresh'));
+  await assert.rejects(manager.accessToken(), (e) => e instanceof LatchkeyError && e.code === 'http_502');
   assert.equal(await manager.accessToken(), 'new-access');
   assert.equal(storage.load().refresh_token, 'new-refresh');
 
-  // Nothing listening.
+  // Nothing listening: tried twice (the answer might have been lost), then network_error.
   const closed = await serve(() => {});
   await closed.close();
   const offline = managed({ tokenEndpoint: `${closed.url}/token` });
   await offline.manager.setTokens(expired);
   await assert.rejects(offline.manager.accessToken(), (e) => e instanceof LatchkeyError && e.status === 0 && e.code === 'network_error');
+  assert.equal(offline.counted.count('POST', '/token'), 2);
   assert.deepEqual(offline.storage.load(), expired);
   assert.equal(offline.handled.length, 0);
 
-  // A wrong client secret at latchkey: 401 invalid_client.
+  // A wrong client secret at latchkey: 401 invalid_client, and not sent again on the next call.
   const { tokens } = await world.signedInUser();
   const misconfigured = managed({ clientId: 'backend', clientSecret: 'not the secret' });
   await misconfigured.manager.setTokens({ ...tokenSetFrom(tokens), expires_at: nowSeconds() - 10 });
-  await assert.rejects(misconfigured.manager.accessToken(), (e) => e instanceof LatchkeyError && e.status === 401 && e.code === 'invalid_client');
+  const refused = await misconfigured.manager.accessToken().catch((e) => e);
+  assert.ok(refused instanceof LatchkeyError && refused.status === 401 && refused.code === 'invalid_client', String(refused));
+  assert.equal(await misconfigured.manager.accessToken().catch((e) => e), refused, 'the same error, without a request');
+  assert.equal(misconfigured.counted.tokenPosts(), 1);
   assert.equal(misconfigured.storage.load().refresh_token, tokens.refresh_token);
   assert.equal(misconfigured.handled.length, 0);
+});
+
+test('Retry-After is respected: no refresh request until it has passed; a still-valid token is used meanwhile', async () => {
+  api.reset();
+  const { manager, storage, counted } = managed({ tokenEndpoint: `${tokenEndpoint.url}/token` });
+  await manager.setTokens({ access_token: 'valid-access', refresh_token: 'r1', expires_at: nowSeconds() + 30 });
+  tokenEndpoint.state.answers.push(oauthError(503, 'temporarily_unavailable', 'store_unavailable', { 'retry-after': '2' }));
+  // Within the margin but not expired: the failure does not reach the caller.
+  assert.equal(await manager.accessToken(), 'valid-access');
+  assert.equal(await manager.fetch(`${api.url}/things`).then((r) => r.status), 200);
+  assert.equal(counted.count('POST', '/token'), 1, 'one refresh request; the later calls waited for Retry-After');
+
+  storage.save({ access_token: 'expired-access', refresh_token: 'r1', expires_at: nowSeconds() - 1 });
+  await assert.rejects(manager.accessToken(), (e) => e instanceof LatchkeyError && e.code === 'store_unavailable' && e.retryAfter === 2);
+  assert.equal(counted.count('POST', '/token'), 1);
+
+  await new Promise((r) => setTimeout(r, 2_100));
+  tokenEndpoint.state.answers.push(tokenAnswer('after-retry-after', 'r2'));
+  assert.equal(await manager.accessToken(), 'after-retry-after');
+  assert.equal(counted.count('POST', '/token'), 2);
+});
+
+/**
+ * A fetch for the manager that sends the first token request to latchkey but
+ * loses its answer: `network` throws once latchkey has answered, `timeout`
+ * holds the answer until the manager's timeout aborts the request.
+ */
+function losingFetch(mode) {
+  const counted = countingFetch();
+  let lost = 0;
+  const wrapped = async (input, init) => {
+    const url = input instanceof Request ? input.url : String(input);
+    if (!url.endsWith('/oauth/token') || lost > 0) return counted(input, init);
+    lost += 1;
+    const response = await counted(input, { ...init, signal: undefined });
+    await response.arrayBuffer(); // latchkey has answered, and rotated
+    if (mode === 'network') throw new TypeError('fetch failed: the connection was reset');
+    if (!init.signal.aborted) await new Promise((resolve) => init.signal.addEventListener('abort', resolve, { once: true }));
+    throw init.signal.reason;
+  };
+  return Object.assign(wrapped, { calls: counted.calls, count: counted.count, tokenPosts: counted.tokenPosts });
+}
+
+for (const mode of ['network', 'timeout']) {
+  test(`a refresh answer lost to ${mode === 'network' ? 'a network error' : 'a timeout'} is sent again at once, and the grace window answers the same pair`, async () => {
+    const { email, tokens } = await world.signedInUser();
+    const reuseBefore = await metric(latchkey.base, 'latchkey_refresh_reuse_detected_total');
+    const lossy = losingFetch(mode);
+    const { manager, storage, handled } = managed({ fetch: lossy, refreshTimeoutSeconds: 0.5 });
+    await manager.setTokens({ ...tokenSetFrom(tokens), expires_at: nowSeconds() - 10 });
+
+    const response = await manager.fetch(userinfo());
+
+    assert.equal(response.status, 200);
+    assert.equal((await response.json()).email, email);
+    assert.equal(lossy.tokenPosts(), 2, 'the lost refresh and its repetition');
+    assert.notEqual(storage.load().refresh_token, tokens.refresh_token);
+    assert.equal((await metric(latchkey.base, 'latchkey_refresh_reuse_detected_total')) - reuseBefore, 0, 'no reuse detected');
+    // The pair is a live one: the next refresh works.
+    storage.save({ ...storage.load(), expires_at: nowSeconds() - 10 });
+    assert.equal((await manager.fetch(userinfo())).status, 200);
+    assert.equal(lossy.tokenPosts(), 3);
+    assert.equal(handled.length, 0);
+  });
+}
+
+test('without a grace window (tenant strict), the repeated refresh is reuse: invalid_grant, sign in again', async () => {
+  const { tokens } = await world.signedInUser('strict');
+  const lossy = losingFetch('network');
+  const { manager, storage, handled } = managed({ tenant: 'strict', fetch: lossy });
+  await manager.setTokens({ ...tokenSetFrom(tokens), expires_at: nowSeconds() - 10 });
+  await allSignInRequired([manager.accessToken()], 'invalid_grant');
+  assert.equal(lossy.tokenPosts(), 2);
+  assert.equal(storage.load(), null);
+  assert.equal(handled.length, 1);
+});
+
+test('a 5-second token is not refreshed on every call: the margin is at most half its lifetime', async () => {
+  const { tokens } = await world.signedInUser('brief');
+  assert.equal(tokens.expires_in, 5);
+  const { manager, counted } = managed({ tenant: 'brief' });
+  await manager.setTokens(tokens);
+  const got = [];
+  for (let i = 0; i < 5; i++) got.push(await manager.accessToken());
+  assert.deepEqual(got, Array(5).fill(tokens.access_token));
+  assert.equal(counted.tokenPosts(), 0);
+});
+
+test('signOut() in one tab while another refreshes (no Web Locks): the refresh answer is not stored', async () => {
+  const { tokens } = await world.signedInUser();
+  const storage = new MemoryTokenStorage();
+  let release;
+  const held = new Promise((r) => (release = r));
+  let posted;
+  const posting = new Promise((r) => (posted = r));
+  const slow = async (input, init) => {
+    const response = await fetch(input, init);
+    if (String(input).endsWith('/oauth/token')) {
+      posted();
+      await held; // latchkey has rotated; the answer arrives after the sign-out
+    }
+    return response;
+  };
+  const tabA = managed({ storage, locks: false });
+  const tabB = managed({ storage, locks: false, fetch: slow });
+  await tabA.manager.setTokens({ ...tokenSetFrom(tokens), expires_at: nowSeconds() - 10 });
+  const refreshing = tabB.manager.accessToken();
+  await posting;
+  await tabA.manager.signOut();
+  release();
+  await allSignInRequired([refreshing], 'signed_out');
+  assert.equal(storage.load(), null, 'still signed out');
+  await allSignInRequired([tabB.manager.accessToken(), tabA.manager.accessToken()], 'signed_out');
+});
+
+test('session_revoked for a token another call already refreshed: the refreshed tokens of that session (sid) are cleared', async () => {
+  const { tokens } = await world.signedInUser();
+  const storage = new MemoryTokenStorage();
+  const other = managed({ storage });
+  let hooked = false;
+  // Before tab A's request with the first token goes out, tab B refreshes (same session) and the user logs out.
+  const hook = async (input, init) => {
+    if (!hooked && input instanceof Request && input.url.endsWith('/oauth/userinfo')) {
+      hooked = true;
+      storage.save({ ...storage.load(), expires_at: nowSeconds() - 10 });
+      const refreshed = await other.manager.accessToken();
+      assert.notEqual(refreshed, tokens.access_token);
+      const logout = await fetch(`${world.issuer()}/logout`, { method: 'POST', headers: { Authorization: `Bearer ${refreshed}` } });
+      assert.equal(logout.status, 204);
+    }
+    return fetch(input, init);
+  };
+  const { manager, handled } = managed({ storage, fetch: hook });
+  await manager.setTokens(tokens);
+  await allSignInRequired([manager.fetch(userinfo())], 'session_revoked');
+  assert.equal(storage.load(), null, "the other call's tokens of the ended session were cleared");
+  assert.equal(handled.length, 1);
+});
+
+test("the retry's own 401 session_revoked (from latchkey) signs out: handler once, no second retry", async () => {
+  const { tokens } = await world.signedInUser();
+  const counted = countingFetch();
+  let userinfoCalls = 0;
+  const scripted = async (input, init) => {
+    if (input instanceof Request && input.url.endsWith('/oauth/userinfo')) {
+      userinfoCalls += 1;
+      if (userinfoCalls === 1) {
+        return new Response(null, {
+          status: 401,
+          headers: { 'www-authenticate': 'Bearer realm="acme", error="invalid_token", error_description="The access token expired"' },
+        });
+      }
+      // The session ends between the refresh and the retry.
+      await fetch(`${world.issuer()}/logout`, { method: 'POST', headers: { Authorization: input.headers.get('authorization') } });
+    }
+    return counted(input, init);
+  };
+  const { manager, storage, handled } = managed({ fetch: scripted });
+  await manager.setTokens(tokens);
+  await allSignInRequired([manager.fetch(userinfo())], 'session_revoked');
+  assert.equal(userinfoCalls, 2, 'the first try and one retry');
+  assert.equal(counted.tokenPosts(), 1);
+  assert.equal(storage.load(), null);
+  assert.equal(handled.length, 1);
+  assert.equal(handled[0].code, 'session_revoked');
 });
 
 test('a confidential client refreshes with HTTP Basic', async () => {
@@ -524,4 +702,32 @@ test('latchkeyCode reads latchkey\'s answers', async () => {
   const revoked = await get({ Authorization: `Bearer ${tokens.access_token}` });
   assert.equal(await latchkeyCode(revoked), 'session_revoked');
   assert.equal((await revoked.json()).code, 'session_revoked', 'the body is still readable');
+});
+
+test('test support: a test process that exits without stop() leaves no latchkey behind', async () => {
+  const { spawn } = await import('node:child_process');
+  const { readFileSync } = await import('node:fs');
+  const support = new URL('./support/latchkey.mjs', import.meta.url).href;
+  const script = `
+    import { startLatchkey } from ${JSON.stringify(support)};
+    const lk = await startLatchkey();
+    console.log(lk.pid);
+    process.exit(0);
+  `;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  await new Promise((resolve) => child.once('exit', resolve));
+  const pid = Number(out.trim());
+  assert.ok(pid > 0, `no latchkey pid printed: ${out}`);
+  // Gone, or a zombie nobody has reaped yet (a container's init may not).
+  const running = () => {
+    try {
+      return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    } catch {
+      return false;
+    }
+  };
+  for (let i = 0; i < 50 && running(); i++) await new Promise((r) => setTimeout(r, 20));
+  assert.equal(running(), false, `latchkey ${pid} is still running`);
 });

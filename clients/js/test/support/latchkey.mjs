@@ -39,9 +39,26 @@ function freePort() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+/** The latchkey processes of this test process: killed when it exits, however it ends. */
+const children = new Set();
+function killChildren() {
+  for (const child of children) {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+}
+process.on('exit', killChildren);
+// Killed by a signal ('exit' is not emitted then): kill them, then die of the same signal.
+for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.once(signal, () => {
+    killChildren();
+    process.kill(process.pid, signal);
+  });
+}
+
 /**
  * Starts latchkey and waits for /readyz. `env` adds LATCHKEY_* settings.
- * Returns { base, stop(), log() }.
+ * Returns { base, pid, stop(), log() }. The process is killed when this
+ * (test) process exits, if stop() was not called.
  */
 export async function startLatchkey(env = {}) {
   const binary = latchkeyBinary();
@@ -81,21 +98,29 @@ export async function startLatchkey(env = {}) {
       },
       stdio: ['ignore', logFd, logFd],
     });
+    children.add(child);
     let exited = false;
+    const started = child;
     child.once('exit', () => {
       exited = true;
+      children.delete(started);
     });
     const deadline = Date.now() + 30_000;
     while (!exited && Date.now() < deadline) {
       try {
-        const res = await fetch(`${base}/readyz`);
+        const res = await fetch(`${base}/readyz`, { signal: AbortSignal.timeout(2_000) });
         if (res.ok) break;
       } catch {
-        // not listening yet
+        // not listening yet, or not answering yet
       }
       await sleep(50);
     }
-    if (!exited && Date.now() < deadline) break;
+    // Ready, and from this child: another process on the port may have answered /readyz
+    // while this one failed to bind.
+    if (!exited && Date.now() < deadline) {
+      await sleep(100);
+      if (!exited && child.exitCode === null && child.signalCode === null) break;
+    }
     if (!exited) child.kill('SIGKILL');
     const log = await readFile(logPath, 'utf8').catch(() => '');
     if (attempt === 2 || !/address already in use|Address in use|os error 98/i.test(log)) {
@@ -108,6 +133,7 @@ export async function startLatchkey(env = {}) {
   const running = child;
   return {
     base,
+    pid: running.pid,
     async log() {
       return readFile(logPath, 'utf8').catch(() => '');
     },
