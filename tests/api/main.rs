@@ -5,6 +5,7 @@ mod attacks;
 mod authz;
 mod cli;
 mod client;
+mod cluster;
 mod compose;
 mod crash;
 mod cutoffs;

@@ -1,0 +1,553 @@
+//! latchkey on a Redis Cluster of its own (three masters, three replicas,
+//! started by the test): the master serving the tenant's slot is killed
+//! under a steady load of userinfo and refresh requests, its replica is
+//! promoted, and the answers are counted per phase (before, outage, after).
+//! During the outage nothing revoked is answered 200 and every refusal is
+//! 503 with `Retry-After`; within 5 s of the promotion every client is
+//! served again; no refresh family is lost or rotated twice.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{USER_PASSWORD, free_port, json, spawn_app_with, str_of};
+
+/// A private cluster in a temporary directory, shut down when dropped.
+struct Cluster {
+    dir: tempfile::TempDir,
+    ports: Vec<u16>,
+}
+
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .arg("-p")
+        .arg(port.to_string())
+        .args(args)
+        .output()
+        .expect("redis-cli (Redis installed?)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+        for port in &ports {
+            let status = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--daemonize", "yes", "--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                .args(["--cluster-node-timeout", "2000"])
+                .args(["--cluster-replica-validity-factor", "0"])
+                .args(["--repl-diskless-sync-delay", "0"])
+                .args(["--save", "", "--appendonly", "no"])
+                .args(["--maxmemory-policy", "noeviction"])
+                .arg("--dir")
+                .arg(dir.path())
+                .arg("--pidfile")
+                .arg(dir.path().join(format!("{port}.pid")))
+                .arg("--logfile")
+                .arg(dir.path().join(format!("{port}.log")))
+                .status()
+                .expect("redis-server (Redis installed?)");
+            assert!(status.success(), "redis-server on {port}");
+        }
+        let cluster = Cluster { dir, ports };
+        for port in &cluster.ports {
+            cluster.wait(|| cli(*port, &["ping"]).contains("PONG"), "a node answers");
+        }
+        let nodes: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        for port in &cluster.ports {
+            cluster.wait(
+                || cli(*port, &["cluster", "info"]).contains("cluster_state:ok"),
+                "the cluster is ready",
+            );
+        }
+        // Each replica holds its master's data (the first sync is done), as
+        // in any cluster that has been running for a while.
+        for port in &cluster.ports {
+            cluster.wait(
+                || {
+                    let info = cli(*port, &["info", "replication"]);
+                    info.contains("role:master") || info.contains("master_link_status:up")
+                },
+                "the replicas are in sync",
+            );
+        }
+        cluster
+    }
+
+    fn wait(&self, ready: impl Fn() -> bool, what: &str) {
+        let started = Instant::now();
+        while !ready() {
+            assert!(started.elapsed() < Duration::from_secs(20), "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn url(&self) -> String {
+        let nodes: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        format!("redis+cluster://{}", nodes.join(","))
+    }
+
+    /// The ports of the master serving `key`'s slot and of its replica.
+    fn master_and_replica_of(&self, key: &str) -> (u16, u16) {
+        let slot: u16 = cli(self.ports[0], &["cluster", "keyslot", key])
+            .trim()
+            .parse()
+            .expect("a slot");
+        let nodes = cli(self.ports[0], &["cluster", "nodes"]);
+        let port_of = |addr: &str| -> u16 {
+            addr.split(['@', ':'])
+                .nth(1)
+                .and_then(|p| p.parse().ok())
+                .expect("a port")
+        };
+        let (master_id, master) = nodes
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| {
+                f[2].contains("master")
+                    && f[8..].iter().any(|range| {
+                        let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+                        match (lo.parse::<u16>(), hi.parse::<u16>()) {
+                            (Ok(lo), Ok(hi)) => (lo..=hi).contains(&slot),
+                            _ => false,
+                        }
+                    })
+            })
+            .map(|f| (f[0].to_owned(), port_of(f[1])))
+            .expect("the slot's master");
+        let replica = nodes
+            .lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f[3] == master_id)
+            .map(|f| port_of(f[1]))
+            .expect("the master's replica");
+        (master, replica)
+    }
+
+    /// [`Self::wait`] for async tests: the runtime's other tasks go on.
+    async fn until(&self, ready: impl Fn() -> bool, what: &str) {
+        let started = Instant::now();
+        while !ready() {
+            assert!(started.elapsed() < Duration::from_secs(20), "{what}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn kill(&self, port: u16) {
+        let pid =
+            std::fs::read_to_string(self.dir.path().join(format!("{port}.pid"))).expect("pid file");
+        let status = Command::new("kill")
+            .args(["-KILL", pid.trim()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for port in &self.ports {
+            let _ = cli(*port, &["shutdown", "nosave"]);
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    Before,
+    Outage,
+    After,
+}
+
+/// One answer of the load: when, which request, status, `Retry-After`.
+struct Answer {
+    at: Instant,
+    refresh: bool,
+    status: u16,
+    retry_after: bool,
+    /// The body of a refusal other than 503, for the report.
+    body: Option<String>,
+}
+
+/// A client signed in as its own user: userinfo in a loop, a refresh every
+/// fifth request, keeping the pair it gets.
+async fn client(
+    http: reqwest::Client,
+    base: String,
+    t: String,
+    mut tokens: Value,
+    stop: Arc<AtomicBool>,
+) -> (Vec<Answer>, Value) {
+    let mut answers = Vec::new();
+    let mut n = 0u64;
+    while !stop.load(Ordering::SeqCst) {
+        n += 1;
+        let refresh = n.is_multiple_of(5);
+        let sent = if refresh {
+            http.post(format!("{base}/tenants/{t}/oauth/token"))
+                .form(&[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", "admin-cli"),
+                    ("refresh_token", str_of(&tokens, "refresh_token")),
+                ])
+                .send()
+                .await
+        } else {
+            http.get(format!("{base}/tenants/{t}/oauth/userinfo"))
+                .bearer_auth(str_of(&tokens, "access_token"))
+                .send()
+                .await
+        };
+        let Ok(res) = sent else {
+            answers.push(Answer {
+                at: Instant::now(),
+                refresh,
+                status: 0,
+                retry_after: false,
+                body: None,
+            });
+            continue;
+        };
+        let status = res.status().as_u16();
+        let retry_after = res.headers().contains_key("retry-after");
+        let mut body = None;
+        if refresh && status == 200 {
+            tokens = res.json().await.expect("tokens");
+        } else if status != 200 && status != 503 {
+            body = res.text().await.ok();
+        } else {
+            let _ = res.bytes().await;
+        }
+        answers.push(Answer {
+            at: Instant::now(),
+            refresh,
+            status,
+            retry_after,
+            body,
+        });
+        if status != 200 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    (answers, tokens)
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL and redis-server: run with --include-ignored and LATCHKEY_TEST_DATABASE_URL"]
+async fn a_master_failing_over_under_load_fails_closed_and_recovers() {
+    crate::helpers::required_env("LATCHKEY_TEST_DATABASE_URL");
+    let cluster = tokio::task::spawn_blocking(Cluster::start)
+        .await
+        .expect("cluster");
+    let prefix = format!("lk-test-{}", uuid::Uuid::new_v4().simple());
+    let app = spawn_app_with(|c| {
+        c.redis_url = Some(cluster.url());
+        c.redis_key_prefix = prefix.clone();
+        c.store_timeout_ms = 300;
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let t = crate::helpers::slug("fo");
+    app.create_tenant(&admin, &t, json!({})).await;
+    let mut sessions = Vec::new();
+    for i in 0..5 {
+        let email = format!("user{i}@{t}.test");
+        app.create_user(&admin, &t, &email).await;
+        sessions.push(app.login(&t, &email, USER_PASSWORD).await);
+    }
+    // The fifth session ends before the failure: its token must never pass.
+    let revoked = sessions.pop().expect("a session");
+    let res = app
+        .http
+        .post(app.url(&format!("/tenants/{t}/logout")))
+        .bearer_auth(str_of(&revoked, "access_token"))
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    let revoked = str_of(&revoked, "access_token").to_owned();
+
+    let (master, replica) = cluster.master_and_replica_of(&format!("{prefix}:{{{t}}}:sst:x"));
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("http");
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = sessions
+        .into_iter()
+        .map(|tokens| {
+            tokio::spawn(client(
+                http.clone(),
+                app.base.clone(),
+                t.clone(),
+                tokens,
+                stop.clone(),
+            ))
+        })
+        .collect();
+    let watcher = {
+        let (http, base, t, stop) = (http.clone(), app.base.clone(), t.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok(res) = http
+                    .get(format!("{base}/tenants/{t}/oauth/userinfo"))
+                    .bearer_auth(&revoked)
+                    .send()
+                    .await
+                {
+                    seen.push((Instant::now(), res.status().as_u16()));
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            seen
+        })
+    };
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let killed = Instant::now();
+    cluster.kill(master);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        cli(replica, &["cluster", "failover", "takeover"]).contains("OK"),
+        "the replica takes over"
+    );
+    cluster
+        .until(
+            || cli(replica, &["role"]).starts_with("master"),
+            "the replica is a master",
+        )
+        .await;
+    let promoted = Instant::now();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    stop.store(true, Ordering::SeqCst);
+
+    let phase = |at: Instant| {
+        if at < killed {
+            Phase::Before
+        } else if at < promoted {
+            Phase::Outage
+        } else {
+            Phase::After
+        }
+    };
+    let mut finals = Vec::new();
+    let mut all: Vec<Vec<Answer>> = Vec::new();
+    for c in clients {
+        let (answers, tokens) = c.await.expect("client");
+        all.push(answers);
+        finals.push(tokens);
+    }
+    let seen = watcher.await.expect("watcher");
+
+    // Counts per phase: (userinfo 200/401/503/other, refresh 200/400/503/other).
+    let mut table = String::new();
+    for p in [Phase::Before, Phase::Outage, Phase::After] {
+        let count = |refresh: bool, status: u16| {
+            all.iter()
+                .flatten()
+                .filter(|a| phase(a.at) == p && a.refresh == refresh && a.status == status)
+                .count()
+        };
+        let other = |refresh: bool| {
+            all.iter()
+                .flatten()
+                .filter(|a| {
+                    phase(a.at) == p
+                        && a.refresh == refresh
+                        && ![200, 400, 401, 503].contains(&a.status)
+                })
+                .count()
+        };
+        let revoked_in = |status: u16| {
+            seen.iter()
+                .filter(|(at, s)| phase(*at) == p && *s == status)
+                .count()
+        };
+        table.push_str(&format!(
+            "{p:?}: userinfo 200={} 401={} 503={} other={}; refresh 200={} 400={} 503={} other={}; revoked token 200={} 401={} 503={}\n",
+            count(false, 200),
+            count(false, 401),
+            count(false, 503),
+            other(false),
+            count(true, 200),
+            count(true, 400),
+            count(true, 503),
+            other(true),
+            revoked_in(200),
+            revoked_in(401),
+            revoked_in(503),
+        ));
+    }
+    let served_again = all
+        .iter()
+        .filter_map(|answers| {
+            answers
+                .iter()
+                .find(|a| a.at >= promoted && a.status == 200)
+                .map(|a| a.at.duration_since(promoted))
+        })
+        .max();
+    table.push_str(&format!(
+        "every client served again {served_again:?} after the promotion\n"
+    ));
+    if let Some(body) = all.iter().flatten().find_map(|a| a.body.clone()) {
+        table.push_str(&format!("first refusal other than 503: {body}\n"));
+    }
+    eprintln!(
+        "failover (outage {:?}):\n{table}",
+        promoted.duration_since(killed)
+    );
+
+    // Nothing revoked passes, ever.
+    assert!(seen.iter().all(|(_, s)| *s != 200), "{table}");
+    // During the outage every refusal is 503 with Retry-After.
+    for a in all
+        .iter()
+        .flatten()
+        .filter(|a| phase(a.at) == Phase::Outage)
+    {
+        assert!(
+            a.status == 200 || (a.status == 503 && a.retry_after),
+            "an answer of {} during the outage\n{table}",
+            a.status
+        );
+    }
+    assert!(
+        all.iter()
+            .flatten()
+            .any(|a| phase(a.at) == Phase::Outage && a.status == 503),
+        "the outage was seen\n{table}"
+    );
+    // Within 5 s of the promotion every client is served again, and stays so.
+    for answers in &all {
+        let back = answers
+            .iter()
+            .find(|a| a.at >= promoted && a.status == 200 && !a.refresh)
+            .map(|a| a.at.duration_since(promoted));
+        assert!(
+            back.is_some_and(|d| d <= Duration::from_secs(5)),
+            "a client served again {back:?} after the promotion\n{table}"
+        );
+        let last_failure = answers
+            .iter()
+            .filter(|a| a.at >= promoted && a.status != 200)
+            .map(|a| a.at.duration_since(promoted))
+            .max();
+        assert!(
+            last_failure.is_none_or(|d| d <= Duration::from_secs(5)),
+            "failures {last_failure:?} after the promotion\n{table}"
+        );
+    }
+    // No family lost or rotated twice: no refresh was refused (invalid_grant
+    // is reuse or a lost family), and each client's last pair rotates once.
+    assert!(
+        all.iter()
+            .flatten()
+            .all(|a| !(a.refresh && a.status == 400)),
+        "a refresh was refused\n{table}"
+    );
+    for tokens in finals {
+        let res = app
+            .token(
+                &t,
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", "admin-cli"),
+                    ("refresh_token", str_of(&tokens, "refresh_token")),
+                ],
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::OK, "{}", json(res).await);
+    }
+}
+
+/// Nodes with a subscriber of `channel` (`PUBSUB NUMSUB` counts a node's own).
+fn subscribed_nodes(cluster: &Cluster, channel: &str, alive: &[u16]) -> Vec<u16> {
+    cluster
+        .ports
+        .iter()
+        .copied()
+        .filter(|p| alive.contains(p))
+        .filter(|p| {
+            let out = cli(*p, &["pubsub", "numsub", channel]);
+            out.lines()
+                .nth(1)
+                .and_then(|n| n.trim().parse::<u32>().ok())
+                > Some(0)
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL and redis-server: run with --include-ignored and LATCHKEY_TEST_DATABASE_URL"]
+async fn the_change_bus_moves_to_another_node_when_its_node_fails() {
+    crate::helpers::required_env("LATCHKEY_TEST_DATABASE_URL");
+    let cluster = tokio::task::spawn_blocking(Cluster::start)
+        .await
+        .expect("cluster");
+    let prefix = format!("lk-test-{}", uuid::Uuid::new_v4().simple());
+    let _app = spawn_app_with(|c| {
+        c.redis_url = Some(cluster.url());
+        c.redis_key_prefix = prefix.clone();
+        c.store_timeout_ms = 300;
+    })
+    .await;
+    let channel = format!("{prefix}:changes");
+    let all = cluster.ports.clone();
+    // The test runs on one thread: waits must let the listener run.
+    async fn wait_for_one(cluster: &Cluster, channel: &str, alive: &[u16]) -> (u16, Duration) {
+        let started = Instant::now();
+        loop {
+            let nodes = subscribed_nodes(cluster, channel, alive);
+            if nodes.len() == 1 {
+                return (nodes[0], started.elapsed());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "subscribed on {nodes:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let (node, _) = wait_for_one(&cluster, &channel, &all).await;
+    eprintln!("change bus: subscribed on {node}");
+    // Its node fails; a master's replica takes its slots over.
+    let replica = cluster.ports.iter().copied().find(|p| {
+        *p != node && cli(*p, &["info", "replication"]).contains(&format!("master_port:{node}"))
+    });
+    cluster.kill(node);
+    if let Some(replica) = replica {
+        assert!(cli(replica, &["cluster", "failover", "takeover"]).contains("OK"));
+    }
+    let alive: Vec<u16> = all.iter().copied().filter(|p| *p != node).collect();
+    let (moved_to, after) = wait_for_one(&cluster, &channel, &alive).await;
+    eprintln!("change bus: node {node} failed; subscribed again on {moved_to} after {after:?}");
+    assert_ne!(moved_to, node);
+}
