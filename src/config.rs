@@ -484,6 +484,14 @@ impl fmt::Debug for Config {
 
 /// Hides the password part of `scheme://user:password@host`.
 fn mask_url_password(url: &str) -> String {
+    // A comma-separated list of URLs (Redis Cluster seed nodes): each one.
+    if url.matches("://").count() > 1 {
+        return url
+            .split(',')
+            .map(mask_url_password)
+            .collect::<Vec<_>>()
+            .join(",");
+    }
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
@@ -530,6 +538,22 @@ mod tests {
         assert_eq!(err.variable, "LATCHKEY_BIND");
         let err = Config::load(&env(&[("LATCHKEY_MASTER_KEY", "short")])).expect_err("bad key");
         assert_eq!(err.variable, "LATCHKEY_MASTER_KEY");
+        for url in [
+            "redis+cluster://:s3cret@a:7000,,b:7001",
+            "memcached://:s3cret@a:11211",
+            "redis://:s3cret@a:7000,http://b:7001",
+        ] {
+            let err = Config::load(&env(&[("LATCHKEY_REDIS_URL", url)])).expect_err(url);
+            assert_eq!(err.variable, "LATCHKEY_REDIS_URL");
+            assert!(!err.to_string().contains("s3cret"), "{err}");
+        }
+        for url in [
+            "redis+cluster://a:7000,b:7001,c:7002",
+            "rediss+cluster://user:pw@a:7000",
+            "redis://a:7000,redis://b:7001",
+        ] {
+            Config::load(&env(&[("LATCHKEY_REDIS_URL", url)])).expect(url);
+        }
     }
 
     #[test]
@@ -584,6 +608,14 @@ mod tests {
         assert_eq!(
             mask_url_password("redis://cache:6379"),
             "redis://cache:6379"
+        );
+        assert_eq!(
+            mask_url_password("redis://:s3cret@a:6379,redis://:s3cret@b:6379"),
+            "redis://:***@a:6379,redis://:***@b:6379"
+        );
+        assert_eq!(
+            mask_url_password("redis+cluster://u:s3cret@a:7000,b:7001"),
+            "redis+cluster://u:***@a:7000,b:7001"
         );
     }
 

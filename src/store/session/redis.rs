@@ -22,8 +22,11 @@
 //! | `synced` | string | present once the tenant's durable denials were copied in |
 //!
 //! Every key has a TTL. A store without `synced` for a tenant (it lost its
-//! data: restart without persistence, failover, flush; or a day passed) is
-//! refilled from the database before it answers for the tenant again. The store needs `maxmemory-policy noeviction`: an
+//! data: restart without persistence, flush; or a day passed) is refilled
+//! from the database before it answers for the tenant again. A failover to
+//! a replica that missed the master's last writes keeps `synced` and is not
+//! noticed: revocations written in that moment are lost (README, "Scaling
+//! out"). The store needs `maxmemory-policy noeviction`: an
 //! evicted cut-off or session state would bring tokens back.
 
 use std::collections::HashMap;
@@ -1045,7 +1048,7 @@ impl SessionStore for RedisStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        // A cluster sends PING to every node and fails unless all answer.
+        // A cluster sends PING to every master and fails unless all answer.
         let _: redis::Value = self
             .call("ping", redis::cmd("PING").query_async(&mut conn))
             .await?;
