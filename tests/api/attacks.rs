@@ -373,16 +373,7 @@ async fn token_kinds_and_tenants_cannot_stand_in_for_each_other() {
     eprintln!("attack refresh token as bearer: 401 {}", body["code"]);
 
     // An access token presented as a refresh token.
-    let res = app
-        .token(
-            &t,
-            &[
-                ("grant_type", "refresh_token"),
-                ("client_id", "admin-cli"),
-                ("refresh_token", access),
-            ],
-        )
-        .await;
+    let res = app.refresh_grant(&t, access).await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     let body: Value = res.json().await.expect("json");
     assert_eq!(body["error"], "invalid_grant");

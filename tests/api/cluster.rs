@@ -525,14 +525,7 @@ async fn a_master_failing_over_under_load_fails_closed_and_recovers() {
     );
     for tokens in finals {
         let res = app
-            .token(
-                &t,
-                &[
-                    ("grant_type", "refresh_token"),
-                    ("client_id", "admin-cli"),
-                    ("refresh_token", str_of(&tokens, "refresh_token")),
-                ],
-            )
+            .refresh_grant(&t, str_of(&tokens, "refresh_token"))
             .await;
         assert_eq!(res.status(), StatusCode::OK, "{}", json(res).await);
     }

@@ -145,14 +145,7 @@ async fn a_short_lived_session_does_not_hide_older_ones_from_ending_all() {
         .await;
     assert_eq!(json(res).await, json!({"revoked": 1}));
     let res = app
-        .token(
-            &t,
-            &[
-                ("grant_type", "refresh_token"),
-                ("client_id", "admin-cli"),
-                ("refresh_token", str_of(&session_a, "refresh_token")),
-            ],
-        )
+        .refresh_grant(&t, str_of(&session_a, "refresh_token"))
         .await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     assert_eq!(json(res).await["error"], "invalid_grant");

@@ -28,16 +28,7 @@ async fn bootstrap_admin_creates_a_tenant_whose_user_signs_in_refreshes_and_logs
     assert_eq!(info["sub"], user_id.as_str());
     assert_eq!(info["email"], email.as_str());
 
-    let res = app
-        .token(
-            &t,
-            &[
-                ("grant_type", "refresh_token"),
-                ("client_id", "admin-cli"),
-                ("refresh_token", &refresh),
-            ],
-        )
-        .await;
+    let res = app.refresh_grant(&t, &refresh).await;
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(
         res.headers()
@@ -66,16 +57,7 @@ async fn bootstrap_admin_creates_a_tenant_whose_user_signs_in_refreshes_and_logs
         let www = assert_unauthorized(res, "session_revoked").await;
         assert!(www.starts_with(&format!("Bearer realm=\"{t}\", error=\"invalid_token\"")));
     }
-    let res = app
-        .token(
-            &t,
-            &[
-                ("grant_type", "refresh_token"),
-                ("client_id", "admin-cli"),
-                ("refresh_token", &new_refresh),
-            ],
-        )
-        .await;
+    let res = app.refresh_grant(&t, &new_refresh).await;
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     let body = json(res).await;
     assert_eq!(body["error"], "invalid_grant");

@@ -346,6 +346,19 @@ impl TestApp {
         .await
     }
 
+    /// A refresh through `admin-cli`, whatever its answer.
+    pub async fn refresh_grant(&self, tenant: &str, refresh_token: &str) -> Response {
+        self.token(
+            tenant,
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", "admin-cli"),
+                ("refresh_token", refresh_token),
+            ],
+        )
+        .await
+    }
+
     /// Logs in through `admin-cli`; panics unless it succeeds.
     pub async fn login(&self, tenant: &str, email: &str, password: &str) -> Value {
         let res = self.password_grant(tenant, email, password).await;

@@ -20,14 +20,7 @@ async fn metrics_count_requests_tokens_refusals_and_hashing() {
     let admin = app.admin_token().await;
     let (t, _, tokens) = app.tenant_with_user(&admin, json!({})).await;
     let res = app
-        .token(
-            &t,
-            &[
-                ("grant_type", "refresh_token"),
-                ("client_id", "admin-cli"),
-                ("refresh_token", str_of(&tokens, "refresh_token")),
-            ],
-        )
+        .refresh_grant(&t, str_of(&tokens, "refresh_token"))
         .await;
     assert_eq!(res.status(), StatusCode::OK);
     let _ = app

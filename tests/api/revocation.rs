@@ -42,14 +42,7 @@ async fn disabling_a_user_makes_their_access_tokens_401_account_disabled() {
     assert_eq!(res.status(), StatusCode::BAD_REQUEST);
     assert_eq!(json(res).await["code"], "invalid_grant");
     let res = app
-        .token(
-            &t,
-            &[
-                ("grant_type", "refresh_token"),
-                ("client_id", "admin-cli"),
-                ("refresh_token", str_of(&tokens, "refresh_token")),
-            ],
-        )
+        .refresh_grant(&t, str_of(&tokens, "refresh_token"))
         .await;
     assert_eq!(json(res).await["code"], "invalid_grant");
 }

@@ -852,17 +852,8 @@ impl Verifier {
                     .send()
                     .await
                     .map_err(|e| AuthError::Unavailable(format!("introspection: {e}")))?;
-                let status = res.status().as_u16();
-                if status == 429 || status >= 500 {
-                    return Err(AuthError::Unavailable(format!(
-                        "introspection answered {status}"
-                    )));
-                }
                 if !res.status().is_success() {
-                    tracing::error!(status, "/oauth/introspect refused the application's client");
-                    return Err(AuthError::Internal(format!(
-                        "introspection answered {status}"
-                    )));
+                    return Err(refused("introspection", res.status().as_u16()));
                 }
                 let answer: Answer = res
                     .json()
@@ -928,15 +919,8 @@ impl Verifier {
                             AuthError::Internal(format!("authz/check: {other}"))
                         }
                     })?;
-                let status = res.status().as_u16();
-                if status == 429 || status >= 500 {
-                    return Err(AuthError::Unavailable(format!(
-                        "authz/check answered {status}"
-                    )));
-                }
                 if !res.status().is_success() {
-                    tracing::error!(status, "/authz/check refused the application's question");
-                    return Err(AuthError::Internal(format!("authz/check answered {status}")));
+                    return Err(refused("authz/check", res.status().as_u16()));
                 }
                 let decision: Decision = res
                     .json()
@@ -992,6 +976,18 @@ impl Verifier {
             )))
         }
     }
+}
+
+/// What a non-2xx answer of latchkey to the application's own request
+/// (`what`: introspection, `/authz/check`) means: 429 and 5xx pass, so 503
+/// `store_unavailable`; anything else refuses the application itself, a
+/// misconfiguration: 500 `internal`, logged.
+fn refused(what: &str, status: u16) -> AuthError {
+    if status == 429 || status >= 500 {
+        return AuthError::Unavailable(format!("{what} answered {status}"));
+    }
+    tracing::error!(status, what, "latchkey refused the application's request");
+    AuthError::Internal(format!("{what} answered {status}"))
 }
 
 /// `application/x-www-form-urlencoded` encoding of a client credential, as

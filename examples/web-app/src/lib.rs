@@ -162,6 +162,29 @@ async fn oidc_http(
     builder.body(body.to_vec()).map_err(std::io::Error::other)
 }
 
+/// Inserts into a map that anyone's requests fill: entries no longer
+/// `alive` are swept first, and when `max` remain the one `started` first
+/// goes.
+fn insert_bounded<V>(
+    map: &mut HashMap<String, V>,
+    id: String,
+    value: V,
+    max: usize,
+    alive: impl Fn(&V) -> bool,
+    started: impl Fn(&V) -> Instant,
+) {
+    map.retain(|_, v| alive(v));
+    if map.len() >= max
+        && let Some(oldest) = map
+            .iter()
+            .min_by_key(|(_, v)| started(v))
+            .map(|(id, _)| id.clone())
+    {
+        map.remove(&oldest);
+    }
+    map.insert(id, value);
+}
+
 /// 256 random bits, base64url.
 fn random_id() -> String {
     let bytes: [u8; 32] = rand::random();
@@ -218,17 +241,14 @@ impl WebApp {
     /// Keeps a new session: expired ones are swept, and the oldest goes
     /// when the map is full.
     fn open_session(&self, id: String, session: Session) {
-        let mut sessions = self.sessions.lock();
-        sessions.retain(|_, s| !s.expired());
-        if sessions.len() >= MAX_SESSIONS
-            && let Some(oldest) = sessions
-                .iter()
-                .min_by_key(|(_, s)| s.started)
-                .map(|(id, _)| id.clone())
-        {
-            sessions.remove(&oldest);
-        }
-        sessions.insert(id, Arc::new(session));
+        insert_bounded(
+            &mut self.sessions.lock(),
+            id,
+            Arc::new(session),
+            MAX_SESSIONS,
+            |s| !s.expired(),
+            |s| s.started,
+        );
     }
 
     fn cookie<'c>(&self, name: &'c str, value: String) -> Cookie<'c> {
@@ -314,27 +334,19 @@ async fn login(app: web::Data<WebApp>) -> HttpResponse {
         .set_pkce_challenge(challenge)
         .url();
     let id = random_id();
-    {
-        let mut pending = app.pending.lock();
-        pending.retain(|_, p| p.started.elapsed() < PENDING_TTL);
-        if pending.len() >= MAX_PENDING
-            && let Some(oldest) = pending
-                .iter()
-                .min_by_key(|(_, p)| p.started)
-                .map(|(id, _)| id.clone())
-        {
-            pending.remove(&oldest);
-        }
-        pending.insert(
-            id.clone(),
-            Pending {
-                pkce_verifier,
-                state,
-                nonce,
-                started: Instant::now(),
-            },
-        );
-    }
+    insert_bounded(
+        &mut app.pending.lock(),
+        id.clone(),
+        Pending {
+            pkce_verifier,
+            state,
+            nonce,
+            started: Instant::now(),
+        },
+        MAX_PENDING,
+        |p| p.started.elapsed() < PENDING_TTL,
+        |p| p.started,
+    );
     HttpResponse::SeeOther()
         .insert_header((header::LOCATION, url.as_str()))
         .cookie(app.cookie(PENDING_COOKIE, id))
