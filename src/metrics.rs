@@ -88,6 +88,10 @@ fn describe() {
         "latchkey_accounts_locked_total",
         "Accounts locked after repeated failed logins"
     );
+    metrics::describe_counter!(
+        "latchkey_revocations_unreplicated_total",
+        "Revocations no Redis replica acknowledged in time (a failover could lose them)"
+    );
     metrics::describe_gauge!(
         "latchkey_argon2_queue_depth",
         "Password hashes running or waiting"
@@ -158,6 +162,11 @@ pub fn rate_limited(group: &'static str) {
 
 pub fn account_locked() {
     metrics::counter!("latchkey_accounts_locked_total").increment(1);
+}
+
+/// A revocation no replica acknowledged within the wait (Redis `WAIT`).
+pub fn revocation_unreplicated() {
+    metrics::counter!("latchkey_revocations_unreplicated_total").increment(1);
 }
 
 pub fn argon2_queue_depth(depth: usize) {

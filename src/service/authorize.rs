@@ -374,7 +374,13 @@ pub async fn sign_in(state: &AppState, tenant: &str, id: &str) -> AppResult<Opti
 pub async fn finish_sign_in(state: &AppState, tenant: &str, id: &str) -> AppResult<bool> {
     let taken = state
         .sessions
-        .take_ephemeral(tenant, Ephemeral::SignIn, id, "done", 60)
+        .take_ephemeral(
+            tenant,
+            Ephemeral::SignIn,
+            id,
+            &format!("done {}", uuid::Uuid::new_v4()),
+            60,
+        )
         .await?;
     Ok(matches!(taken, crate::store::session::Taken::Fresh(_)))
 }

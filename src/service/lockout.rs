@@ -90,7 +90,13 @@ pub async fn failed(
     let policy = LockoutPolicy::with_threshold(tenant.settings.lockout_threshold);
     let counted = state
         .sessions
-        .login_failed(&tenant.slug, &reserved.lock_id, &policy, now)
+        .login_failed(
+            &tenant.slug,
+            &reserved.lock_id,
+            &reserved.attempt_id,
+            &policy,
+            now,
+        )
         .await;
     // Released whether or not the count could be written.
     release(state, tenant, reserved).await?;

@@ -193,19 +193,29 @@ impl Cluster {
     }
 
     fn kill(&self, port: u16) {
+        self.signal(port, "KILL");
+    }
+
+    /// Sends a node's process a signal (`KILL`, `STOP`, `CONT`).
+    fn signal(&self, port: u16, signal: &str) {
         let pid =
             std::fs::read_to_string(self.dir.path().join(format!("{port}.pid"))).expect("pid file");
         let status = Command::new("kill")
-            .args(["-KILL", pid.trim()])
+            .arg(format!("-{signal}"))
+            .arg(pid.trim())
             .status()
             .expect("kill");
-        assert!(status.success());
+        assert!(status.success(), "kill -{signal} {port}");
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
         for port in &self.ports {
+            // A stopped node would not hear the shutdown.
+            if let Ok(pid) = std::fs::read_to_string(self.dir.path().join(format!("{port}.pid"))) {
+                let _ = Command::new("kill").args(["-CONT", pid.trim()]).status();
+            }
             let _ = cli(*port, &["shutdown", "nosave"]);
         }
     }
@@ -593,4 +603,227 @@ async fn the_change_bus_moves_to_another_node_when_its_node_fails() {
     let (moved_to, after) = wait_for_one(&cluster, &channel, &alive).await;
     eprintln!("change bus: node {node} failed; subscribed again on {moved_to} after {after:?}");
     assert_ne!(moved_to, node);
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL and redis-server: run with --include-ignored and LATCHKEY_TEST_DATABASE_URL"]
+async fn a_revocation_is_answered_once_a_replica_holds_it_and_survives_the_failover() {
+    crate::helpers::required_env("LATCHKEY_TEST_DATABASE_URL");
+    let cluster = tokio::task::spawn_blocking(Cluster::start)
+        .await
+        .expect("cluster");
+    let prefix = format!("lk-test-{}", uuid::Uuid::new_v4().simple());
+    let app = spawn_app_with(|c| {
+        c.redis_url = Some(cluster.url());
+        c.redis_key_prefix = prefix.clone();
+        c.store_timeout_ms = 1000;
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let t = crate::helpers::slug("rv");
+    app.create_tenant(&admin, &t, json!({})).await;
+    let email = format!("user@{t}.test");
+    app.create_user(&admin, &t, &email).await;
+    let first = app.login(&t, &email, USER_PASSWORD).await;
+    let second = app.login(&t, &email, USER_PASSWORD).await;
+    let (master, replica) = cluster.master_and_replica_of(&format!("{prefix}:{{{t}}}:sst:x"));
+
+    // Nodes that lost their scripts (restarted, or promoted) while another
+    // master is down (with `cluster-require-full-coverage no`, as the README
+    // advises, its slots alone are refused): the scripts still run, sent by
+    // their body to the node that needs them.
+    for port in &cluster.ports {
+        assert!(
+            cli(
+                *port,
+                &["config", "set", "cluster-require-full-coverage", "no"]
+            )
+            .contains("OK")
+        );
+    }
+    let other_master = cluster
+        .ports
+        .iter()
+        .copied()
+        .find(|p| *p != master && cli(*p, &["role"]).starts_with("master"))
+        .expect("another master");
+    cluster.kill(other_master);
+    for port in cluster.ports.iter().filter(|p| **p != other_master) {
+        assert!(cli(*port, &["script", "flush"]).contains("OK"));
+    }
+    let third = app.login(&t, &email, USER_PASSWORD).await;
+    assert!(!str_of(&third, "access_token").is_empty());
+
+    let userinfo = |tokens: &Value| {
+        app.http
+            .get(app.url(&format!("/tenants/{t}/oauth/userinfo")))
+            .bearer_auth(str_of(tokens, "access_token"))
+            .send()
+    };
+    let logout = |tokens: &Value| {
+        app.http
+            .post(app.url(&format!("/tenants/{t}/logout")))
+            .bearer_auth(str_of(tokens, "access_token"))
+            .send()
+    };
+
+    // The replica stalls for 150 ms: the logout is answered only once the
+    // replica has it, and the master fails right after the answer.
+    cluster.signal(replica, "STOP");
+    let resumed = {
+        let dir = cluster.dir.path().join(format!("{replica}.pid"));
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let pid = std::fs::read_to_string(dir).expect("pid file");
+            Command::new("kill")
+                .args(["-CONT", pid.trim()])
+                .status()
+                .expect("kill")
+        })
+    };
+    let started = Instant::now();
+    let res = logout(&first).await.expect("logout");
+    let took = started.elapsed();
+    cluster.kill(master);
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert!(resumed.await.expect("resumed").success());
+    assert!(
+        took >= Duration::from_millis(120),
+        "the logout was answered before the replica had it ({took:?})"
+    );
+    assert!(
+        cli(replica, &["cluster", "failover", "takeover"]).contains("OK"),
+        "the replica takes over"
+    );
+    cluster
+        .until(
+            || cli(replica, &["role"]).starts_with("master"),
+            "the replica is a master",
+        )
+        .await;
+
+    // On the promoted replica the live session passes and the ended one
+    // does not.
+    let promoted = Instant::now();
+    loop {
+        let status = userinfo(&second).await.expect("userinfo").status();
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            promoted.elapsed() < Duration::from_secs(5),
+            "not served after the promotion: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let res = userinfo(&first).await.expect("userinfo");
+    assert_eq!(
+        res.status(),
+        StatusCode::UNAUTHORIZED,
+        "{}",
+        json(res).await
+    );
+
+    // The new master has no replica: a revocation has nothing to wait for.
+    let res = logout(&third).await.expect("logout");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT, "{}", json(res).await);
+    let started = Instant::now();
+    let res = logout(&second).await.expect("logout");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert!(
+        started.elapsed() < Duration::from_millis(120),
+        "a logout without replicas waited {:?}",
+        started.elapsed()
+    );
+    let res = userinfo(&second).await.expect("userinfo");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL and redis-server: run with --include-ignored and LATCHKEY_TEST_DATABASE_URL"]
+async fn a_change_published_anywhere_reaches_the_listener_at_once_and_a_stalled_node_is_left() {
+    crate::helpers::required_env("LATCHKEY_TEST_DATABASE_URL");
+    let cluster = tokio::task::spawn_blocking(Cluster::start)
+        .await
+        .expect("cluster");
+    let prefix = format!("lk-test-{}", uuid::Uuid::new_v4().simple());
+    let channel = format!("{prefix}:changes");
+    let (first, rest) = (cluster.ports[0], cluster.ports[1..].to_vec());
+    // Seeds in this order: the listener subscribes on the first.
+    let url = format!(
+        "redis+cluster://{}",
+        cluster
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let heard: Arc<parking_lot::Mutex<Vec<(Instant, String)>>> = Arc::default();
+    let listener = {
+        let heard = heard.clone();
+        latchkey::store::session::spawn_change_listener(
+            url.clone(),
+            prefix.clone(),
+            Arc::new(move |msg: &str| heard.lock().push((Instant::now(), msg.to_owned()))),
+        )
+    };
+    let resubscriptions = |heard: &parking_lot::Mutex<Vec<(Instant, String)>>| {
+        heard.lock().iter().filter(|(_, m)| m == "*").count()
+    };
+    cluster
+        .until(|| resubscriptions(&heard) == 1, "the listener subscribes")
+        .await;
+    assert_eq!(
+        subscribed_nodes(&cluster, &channel, &cluster.ports),
+        [first]
+    );
+
+    // A message published on any other node (the cluster bus relays it)
+    // arrives well within the 400 ms of the change log's poll.
+    let arrival = |heard: &parking_lot::Mutex<Vec<(Instant, String)>>, msg: &str| {
+        heard
+            .lock()
+            .iter()
+            .find(|(_, m)| m == msg)
+            .map(|(at, _)| *at)
+    };
+    let mut slowest = Duration::ZERO;
+    for port in &rest {
+        let msg = format!("via-{port}");
+        let sent = Instant::now();
+        cli(*port, &["publish", &channel, &msg]);
+        cluster
+            .until(|| arrival(&heard, &msg).is_some(), "a message arrives")
+            .await;
+        slowest = slowest.max(arrival(&heard, &msg).expect("arrived") - sent);
+    }
+    eprintln!("change bus: slowest message from another node took {slowest:?}");
+    assert!(slowest < Duration::from_millis(400), "{slowest:?}");
+
+    // Its node stalls without closing the connection (a paused process):
+    // the listener leaves it for another node and hears messages again.
+    let stalled = Instant::now();
+    cluster.signal(first, "STOP");
+    let started = Instant::now();
+    while resubscriptions(&heard) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the listener stays on a stalled node"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!(
+        "change bus: left the stalled node after {:?}",
+        stalled.elapsed()
+    );
+    let moved_to = subscribed_nodes(&cluster, &channel, &rest);
+    assert_eq!(moved_to.len(), 1, "{moved_to:?}");
+    let other = *rest.iter().find(|p| **p != moved_to[0]).expect("a node");
+    cli(other, &["publish", &channel, "after"]);
+    cluster
+        .until(|| arrival(&heard, "after").is_some(), "a message arrives")
+        .await;
+    listener.abort();
+    cluster.signal(first, "CONT");
 }

@@ -82,6 +82,11 @@ enum Op {
     Wait,
 }
 
+/// A sign-in attempt's id, unique to the call.
+fn attempt_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
 fn op() -> impl Strategy<Value = Op> {
     let id = 0u8..4;
     prop_oneof![
@@ -241,7 +246,13 @@ async fn apply(store: &dyn SessionStore, t: &str, op: &Op, base: i64) -> String 
         Op::LoginFailed { user: u, later } => format!(
             "{:?}",
             store
-                .login_failed(t, &user(*u), &policy, base + i64::from(*later))
+                .login_failed(
+                    t,
+                    &user(*u),
+                    &attempt_id(),
+                    &policy,
+                    base + i64::from(*later)
+                )
                 .await
         ),
         Op::Reserve {

@@ -30,6 +30,11 @@ async fn stores() -> Vec<(&'static str, Arc<dyn SessionStore>)> {
     out
 }
 
+/// A sign-in attempt's id, unique to the call.
+fn attempt_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
 fn session(user: &str) -> SessionRecord {
     let now = chrono::Utc::now().timestamp();
     SessionRecord {
@@ -543,7 +548,7 @@ async fn failed_logins_lock_for_a_minute_then_double_up_to_an_hour() {
             let store = store.clone();
             async move {
                 store
-                    .login_failed("t1", "u1", &policy, now)
+                    .login_failed("t1", "u1", &attempt_id(), &policy, now)
                     .await
                     .expect("login_failed")
                     .lock
@@ -596,12 +601,12 @@ async fn failures_outside_the_window_do_not_add_up_and_accounts_are_separate() {
         let policy = LockoutPolicy::with_threshold(2);
         let t0 = 1_900_000_000;
         store
-            .login_failed("t1", "u1", &policy, t0)
+            .login_failed("t1", "u1", &attempt_id(), &policy, t0)
             .await
             .expect("fail");
         // 15 minutes later the first failure no longer counts.
         let after = store
-            .login_failed("t1", "u1", &policy, t0 + 15 * 60)
+            .login_failed("t1", "u1", &attempt_id(), &policy, t0 + 15 * 60)
             .await
             .expect("fail")
             .lock;
@@ -609,7 +614,7 @@ async fn failures_outside_the_window_do_not_add_up_and_accounts_are_separate() {
         // Another user, or the same id in another tenant, has its own count.
         for (t, u) in [("t1", "u2"), ("t2", "u1")] {
             let other = store
-                .login_failed(t, u, &policy, t0)
+                .login_failed(t, u, &attempt_id(), &policy, t0)
                 .await
                 .expect("fail")
                 .lock;
@@ -626,7 +631,11 @@ async fn concurrent_failures_are_counted_once_each() {
         let tasks: Vec<_> = (0..25)
             .map(|_| {
                 let store = store.clone();
-                tokio::spawn(async move { store.login_failed("t1", "race", &policy, now).await })
+                tokio::spawn(async move {
+                    store
+                        .login_failed("t1", "race", &attempt_id(), &policy, now)
+                        .await
+                })
             })
             .collect();
         let mut locks: Vec<LoginLock> = Vec::new();
@@ -701,7 +710,7 @@ async fn attempts_in_flight_count_towards_the_threshold_until_released() {
         assert_eq!(reserve("a").await, Reservation::Admitted, "{name}");
         assert_eq!(reserve("b").await, Reservation::Admitted, "{name}");
         store
-            .login_failed("t", &user, &policy, now)
+            .login_failed("t", &user, &attempt_id(), &policy, now)
             .await
             .expect("fail");
         // One failure and two in flight (one of them decided, not yet released).
@@ -713,11 +722,11 @@ async fn attempts_in_flight_count_towards_the_threshold_until_released() {
         assert_eq!(reserve("c").await, Reservation::Admitted, "{name}");
         // Two failures more lock the account: no reservation then.
         store
-            .login_failed("t", &user, &policy, now)
+            .login_failed("t", &user, &attempt_id(), &policy, now)
             .await
             .expect("fail");
         store
-            .login_failed("t", &user, &policy, now)
+            .login_failed("t", &user, &attempt_id(), &policy, now)
             .await
             .expect("fail");
         assert_eq!(reserve("d").await, Reservation::Locked, "{name}");
@@ -759,6 +768,100 @@ async fn sessions_that_are_over_do_not_count_towards_the_cap() {
                 .is_some(),
             "{name}: the oldest live session survives"
         );
+    }
+}
+
+/// A cluster client resends a command whose reply it lost (a connection
+/// that broke after the node ran it): the second run must change nothing
+/// and answer what the first answered.
+#[tokio::test]
+async fn a_write_run_again_by_a_retry_takes_effect_once() {
+    for (name, store) in stores().await {
+        // A code taken, then the same take again: the same grant, not a replay.
+        let code = Ephemeral::Code;
+        store
+            .put_ephemeral("t", code, "c9", "grant", 60)
+            .await
+            .expect("put");
+        for _ in 0..2 {
+            assert_eq!(
+                store
+                    .take_ephemeral("t", code, "c9", "mine", 60)
+                    .await
+                    .expect("take"),
+                Taken::Fresh("grant".to_owned()),
+                "{name}"
+            );
+        }
+        assert_eq!(
+            store
+                .take_ephemeral("t", code, "c9", "other", 60)
+                .await
+                .expect("take"),
+            Taken::Used("mine".to_owned()),
+            "{name}: another take is a replay"
+        );
+
+        // A rotation, then the same rotation again: still rotated once.
+        let s = session("u9");
+        store
+            .create_session("t", &s, 60, 100, 60)
+            .await
+            .expect("create");
+        let r = record(&s);
+        store.start_family("t", "k0", &r).await.expect("start");
+        let rotate = |old: &'static str, new: &'static str| Rotation {
+            old_hash: old,
+            new_hash: new,
+            new_record: &r,
+            sealed_successor: "sealed",
+            now: 1000,
+            grace_seconds: 0,
+        };
+        for _ in 0..2 {
+            assert_eq!(
+                store
+                    .rotate_refresh("t", rotate("k0", "k1"))
+                    .await
+                    .expect("rotate"),
+                RotateOutcome::Rotated,
+                "{name}"
+            );
+        }
+        assert_eq!(
+            store
+                .rotate_refresh("t", rotate("k0", "kx"))
+                .await
+                .expect("rotate"),
+            RotateOutcome::LostRace,
+            "{name}: another rotation of the old token loses"
+        );
+        assert_eq!(
+            store
+                .rotate_refresh("t", rotate("k1", "k2"))
+                .await
+                .expect("rotate"),
+            RotateOutcome::Rotated,
+            "{name}: the successor rotates on"
+        );
+
+        // A failed sign-in reported twice counts once.
+        let policy = LockoutPolicy::with_threshold(5);
+        let now = chrono::Utc::now().timestamp();
+        let attempt = attempt_id();
+        for _ in 0..2 {
+            let counted = store
+                .login_failed("t", "u9", &attempt, &policy, now)
+                .await
+                .expect("fail");
+            assert!(counted.counted, "{name}");
+            assert_eq!(counted.lock.failures, 1, "{name}");
+        }
+        let next = store
+            .login_failed("t", "u9", &attempt_id(), &policy, now)
+            .await
+            .expect("fail");
+        assert_eq!(next.lock.failures, 2, "{name}: another attempt counts");
     }
 }
 

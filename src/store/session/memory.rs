@@ -13,7 +13,7 @@ use super::{
     PresentedRefresh, RefreshEntry, RefreshRecord, RefreshState, Reservation, RotateOutcome,
     Rotation, SessionRecord, SessionStore, UserCut, active_generation, parse_cutoff, standing,
 };
-use super::{Ephemeral, FRESH, Taken, USED, taken_of};
+use super::{Ephemeral, FRESH, Taken, taken_of, used_by};
 use crate::store::StoreError;
 
 #[derive(Debug, Clone)]
@@ -55,7 +55,8 @@ struct Inner {
     /// Tenants whose durable denials were copied in.
     synced: std::collections::HashSet<String>,
     /// Failed sign-ins: (state, window start).
-    locks: HashMap<String, Expiring<(LoginLock, i64)>>,
+    /// Per user: the lock, its window's start, the last failed attempt counted.
+    locks: HashMap<String, Expiring<(LoginLock, i64, String)>>,
     /// Sign-in attempts in flight: attempt id -> expiry (Unix seconds).
     pending: HashMap<String, HashMap<String, i64>>,
     /// Codes and browser sessions (`FRESH`/`USED` values).
@@ -498,6 +499,15 @@ impl SessionStore for MemoryStore {
         let Some(family) = Inner::get_live(&inner.families, &fam_key) else {
             return Ok(RotateOutcome::LostRace);
         };
+        if family.current == r.new_hash
+            && family
+                .prev
+                .as_ref()
+                .is_some_and(|(prev, _)| prev == r.old_hash)
+        {
+            // The same rotation again: the new hash is unique to it.
+            return Ok(RotateOutcome::Rotated);
+        }
         if family.current != r.old_hash {
             return Ok(RotateOutcome::LostRace);
         }
@@ -601,7 +611,7 @@ impl SessionStore for MemoryStore {
     async fn login_lock(&self, tenant: &str, user_id: &str) -> Result<LoginLock, StoreError> {
         let inner = self.inner.lock();
         Ok(Inner::get_live(&inner.locks, &key(tenant, "lock", user_id))
-            .map(|(lock, _)| *lock)
+            .map(|(lock, _, _)| *lock)
             .unwrap_or_default())
     }
 
@@ -609,21 +619,31 @@ impl SessionStore for MemoryStore {
         &self,
         tenant: &str,
         user_id: &str,
+        attempt_id: &str,
         policy: &LockoutPolicy,
         now: i64,
     ) -> Result<LoginAttempt, StoreError> {
         let mut inner = self.inner.lock();
         let k = key(tenant, "lock", user_id);
-        let (lock, window_start) = Inner::get_live(&inner.locks, &k)
-            .copied()
-            .unwrap_or((LoginLock::default(), now));
+        let (lock, window_start, last) = Inner::get_live(&inner.locks, &k).cloned().unwrap_or((
+            LoginLock::default(),
+            now,
+            String::new(),
+        ));
+        if last == attempt_id {
+            // The same attempt again: counted once.
+            return Ok(LoginAttempt {
+                lock,
+                counted: true,
+            });
+        }
         let counted = !lock.is_locked(now);
         let (lock, window_start) = policy.after_failure(lock, window_start, now);
         let keep = (lock.locked_until.max(now) - now + policy.memory_seconds).max(1) as u64;
         inner.locks.insert(
             k,
             Expiring {
-                value: (lock, window_start),
+                value: (lock, window_start, attempt_id.to_owned()),
                 until: after(keep),
             },
         );
@@ -641,7 +661,7 @@ impl SessionStore for MemoryStore {
     ) -> Result<Reservation, StoreError> {
         let mut inner = self.inner.lock();
         let (lock, window_start) = Inner::get_live(&inner.locks, &key(tenant, "lock", user_id))
-            .copied()
+            .map(|(lock, start, _)| (*lock, *start))
             .unwrap_or((LoginLock::default(), now));
         if lock.is_locked(now) {
             return Ok(Reservation::Locked);
@@ -719,7 +739,7 @@ impl SessionStore for MemoryStore {
         count!(inner.families, |v: &Family| format!("{v:?}").len());
         count!(inner.grace, |v: &String| v.len());
         count!(inner.denied, |_: &()| 1);
-        count!(inner.locks, |_: &(LoginLock, i64)| 40);
+        count!(inner.locks, |v: &(LoginLock, i64, String)| 40 + v.2.len());
         Ok((keys, bytes))
     }
 
@@ -783,10 +803,18 @@ impl SessionStore for MemoryStore {
         let mut inner = self.inner.lock();
         let k = key(tenant, kind.prefix(), id);
         let map = inner.ephemeral_of(kind);
-        let taken = taken_of(Inner::get_live(map, &k).map(String::as_str));
-        if let (Taken::Fresh(_), Some(entry)) = (&taken, map.get_mut(&k)) {
-            entry.value = format!("{USED}{mark}");
+        let stored = Inner::get_live(map, &k).cloned();
+        let taken = taken_of(stored.as_deref());
+        if let (Taken::Fresh(value), Some(entry)) = (&taken, map.get_mut(&k)) {
+            entry.value = used_by(mark, value);
             entry.until = after(mark_ttl.max(1));
+        }
+        // The same call again answers what it answered the first time.
+        if let Some(value) = stored
+            .as_deref()
+            .and_then(|v| v.strip_prefix(&used_by(mark, "")))
+        {
+            return Ok(Taken::Fresh(value.to_owned()));
         }
         Ok(taken)
     }

@@ -482,11 +482,14 @@ pub trait SessionStore: Send + Sync + 'static {
     /// parallel guesses cannot outrun the lock; a success then clears the
     /// count. Answers the new state (locked when the attempt reached the
     /// threshold) and whether the attempt was counted (not when the account
-    /// was already locked).
+    /// was already locked). `attempt_id` is the reservation's: the same
+    /// attempt reported again (a retry after its reply was lost) is counted
+    /// once.
     async fn login_failed(
         &self,
         tenant: &str,
         user_id: &str,
+        attempt_id: &str,
         policy: &LockoutPolicy,
         now: i64,
     ) -> Result<LoginAttempt, StoreError>;
@@ -551,7 +554,9 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Takes a single-use record atomically: the first call answers
     /// [`Taken::Fresh`] and leaves `mark` in its place for `mark_ttl`
     /// seconds; every later call answers [`Taken::Used`] with that mark (so
-    /// a replay can undo what the first use issued).
+    /// a replay can undo what the first use issued). `mark` must be unique
+    /// to the call and hold no line break: the same call made again (a
+    /// retry after its reply was lost) answers [`Taken::Fresh`] again.
     async fn take_ephemeral(
         &self,
         tenant: &str,
@@ -565,13 +570,24 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
-/// A stored ephemeral value as [`Taken`].
+/// A stored ephemeral value as [`Taken`]: `new:{value}`, or
+/// `used:{mark}\n{value}` once taken.
 fn taken_of(stored: Option<&str>) -> Taken {
     match stored {
         Some(v) => match v.strip_prefix(FRESH) {
             Some(fresh) => Taken::Fresh(fresh.to_owned()),
-            None => Taken::Used(v.strip_prefix(USED).unwrap_or_default().to_owned()),
+            None => {
+                let used = v.strip_prefix(USED).unwrap_or_default();
+                let mark = used.split_once('\n').map_or(used, |(mark, _)| mark);
+                Taken::Used(mark.to_owned())
+            }
         },
         None => Taken::Missing,
     }
+}
+
+/// What a record taken by `mark` becomes: the mark, then the value, so the
+/// same call made again answers the value again.
+fn used_by(mark: &str, fresh: &str) -> String {
+    format!("{USED}{mark}\n{fresh}")
 }

@@ -23,11 +23,13 @@
 //!
 //! Every key has a TTL. A store without `synced` for a tenant (it lost its
 //! data: restart without persistence, flush; or a day passed) is refilled
-//! from the database before it answers for the tenant again. A failover to
-//! a replica that missed the master's last writes keeps `synced` and is not
-//! noticed: revocations written in that moment are lost (README, "Scaling
-//! out"). The store needs `maxmemory-policy noeviction`: an
-//! evicted cut-off or session state would bring tokens back.
+//! from the database before it answers for the tenant again. Revocations
+//! (a session's end, a user's cut-off, a family, a `jti`) are answered once
+//! a replica acknowledged them (`WAIT`), so a failover keeps them; other
+//! writes (a rotation, a new session) may be lost when the master fails
+//! before its replica received them (README, "Scaling out"). The store needs
+//! `maxmemory-policy noeviction`: an evicted cut-off or session state would
+//! bring tokens back.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -36,7 +38,9 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::cluster_routing::{
+    MultipleNodeRoutingInfo, ResponsePolicy, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
+};
 use redis::{AsyncCommands, FromRedisValue, Script};
 
 use super::{
@@ -50,6 +54,10 @@ use crate::store::StoreError;
 /// How long a refill of a tenant's denials is trusted (seconds): a day,
 /// then it is done again (cheap), so no key lives for ever.
 const SYNCED_TTL: u64 = 24 * 3600;
+
+/// How long a revocation waits for a replica to acknowledge it (Redis
+/// `WAIT`, milliseconds) before it is answered anyway.
+const REPLICA_ACK_WAIT_MS: u64 = 200;
 
 /// The scripts, each prefixed with the shared helpers of `lua/prelude.lua`.
 /// Every key a script touches carries the tenant's hash tag, so each script
@@ -72,8 +80,75 @@ mod scripts {
     pub const TAKE: &str = include_str!("lua/take.lua");
 }
 
-fn script(body: &str) -> Script {
-    Script::new(&format!("{}\n{body}", scripts::PRELUDE))
+fn script(body: &str) -> Lua {
+    let body = format!("{}\n{body}", scripts::PRELUDE);
+    Lua {
+        sha: Script::new(&body).get_hash().to_owned(),
+        body,
+    }
+}
+
+/// A script of `lua/`, run by its SHA1 (`EVALSHA`) and, on a node that
+/// does not know it yet (`NOSCRIPT`: restarted, or a replica just
+/// promoted), by its body (`EVAL`) on that same node, which caches it
+/// there. Never `SCRIPT LOAD`: a cluster sends that to every node, so it
+/// fails while any node is down, even for slots the failure does not touch.
+struct Lua {
+    body: String,
+    sha: String,
+}
+
+impl Lua {
+    fn prepare_invoke(&self) -> LuaCall<'_> {
+        LuaCall {
+            lua: self,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+}
+
+/// One run of a [`Lua`] script: its keys (`KEYS`) and arguments (`ARGV`).
+struct LuaCall<'a> {
+    lua: &'a Lua,
+    keys: Vec<Vec<u8>>,
+    args: Vec<Vec<u8>>,
+}
+
+impl LuaCall<'_> {
+    fn key(&mut self, key: impl redis::ToRedisArgs) -> &mut Self {
+        key.write_redis_args(&mut self.keys);
+        self
+    }
+
+    fn arg(&mut self, arg: impl redis::ToRedisArgs) -> &mut Self {
+        arg.write_redis_args(&mut self.args);
+        self
+    }
+
+    fn command(&self, verb: &str, script: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd(verb);
+        cmd.arg(script)
+            .arg(self.keys.len())
+            .arg(&self.keys)
+            .arg(&self.args);
+        cmd
+    }
+
+    /// Runs the script where its first key's slot lives. `NOSCRIPT` means
+    /// it did not run, so sending the body then runs it exactly once.
+    async fn invoke_async<T: FromRedisValue>(&self, conn: &mut Conn) -> redis::RedisResult<T> {
+        match self
+            .command("EVALSHA", &self.lua.sha)
+            .query_async(conn)
+            .await
+        {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                self.command("EVAL", &self.lua.body).query_async(conn).await
+            }
+            other => other,
+        }
+    }
 }
 
 /// Where the store lives: one Redis node, or a Redis Cluster (SPEC §1).
@@ -198,22 +273,26 @@ impl ConnectionLike for Conn {
 /// instance.
 pub struct RedisStore {
     conn: Conn,
+    /// The connections revocations are written over: each is then held
+    /// until a replica acknowledged it (`WAIT`), which blocks the
+    /// connection meanwhile, so the other traffic does not share it.
+    revocations: Conn,
     prefix: String,
     timeout: Duration,
-    create_session: Script,
-    get_session: Script,
-    list_page: Script,
-    cut_user: Script,
-    end_page: Script,
-    end_session: Script,
-    get_refresh: Script,
-    get_family: Script,
-    rotate: Script,
-    touch: Script,
-    revoke_family: Script,
-    login_failed: Script,
-    login_reserve: Script,
-    take: Script,
+    create_session: Lua,
+    get_session: Lua,
+    list_page: Lua,
+    cut_user: Lua,
+    end_page: Lua,
+    end_session: Lua,
+    get_refresh: Lua,
+    get_family: Lua,
+    rotate: Lua,
+    touch: Lua,
+    revoke_family: Lua,
+    login_failed: Lua,
+    login_reserve: Lua,
+    take: Lua,
 }
 
 fn unavailable(e: impl Into<anyhow::Error>) -> StoreError {
@@ -225,7 +304,35 @@ impl RedisStore {
     /// when Redis does not answer within `timeout`.
     pub async fn connect(url: &str, prefix: &str, timeout: Duration) -> Result<Self, StoreError> {
         let topology = Topology::parse(url).map_err(|e| unavailable(anyhow::anyhow!(e)))?;
-        let conn = match topology {
+        let (conn, revocations) = tokio::try_join!(
+            Self::open(&topology, timeout),
+            Self::open(&topology, timeout)
+        )?;
+        Ok(Self {
+            conn,
+            revocations,
+            prefix: prefix.to_owned(),
+            timeout,
+            create_session: script(scripts::CREATE_SESSION),
+            get_session: script(scripts::GET_SESSION),
+            list_page: script(scripts::LIST_PAGE),
+            cut_user: script(scripts::CUT_USER),
+            end_page: script(scripts::END_PAGE),
+            end_session: script(scripts::END_SESSION),
+            get_refresh: script(scripts::GET_REFRESH),
+            get_family: script(scripts::GET_FAMILY),
+            rotate: script(scripts::ROTATE),
+            touch: script(scripts::TOUCH),
+            revoke_family: script(scripts::REVOKE_FAMILY),
+            login_failed: script(scripts::LOGIN_FAILED),
+            login_reserve: script(scripts::LOGIN_RESERVE),
+            take: script(scripts::TAKE),
+        })
+    }
+
+    /// One connection (one per node, on a cluster).
+    async fn open(topology: &Topology, timeout: Duration) -> Result<Conn, StoreError> {
+        Ok(match topology.clone() {
             Topology::Single(url) => {
                 let client = redis::Client::open(url.as_str()).map_err(unavailable)?;
                 let config = ConnectionManagerConfig::new()
@@ -246,7 +353,15 @@ impl RedisStore {
                 let client = ClusterClient::builder(nodes)
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
-                    .retries(1)
+                    // A request that meets a failover (its node gone, then
+                    // MOVED to the promoted replica) needs a few tries, soon
+                    // after one another: every write may safely run twice
+                    // (the scripts are idempotent), and `call`'s timeout
+                    // bounds the whole.
+                    .retries(3)
+                    .min_retry_wait(10)
+                    .max_retry_wait(100)
+                    .retry_wait_formula(10, 2)
                     .build()
                     .map_err(unavailable)?;
                 Conn::Cluster(
@@ -256,25 +371,6 @@ impl RedisStore {
                         .map_err(unavailable)?,
                 )
             }
-        };
-        Ok(Self {
-            conn,
-            prefix: prefix.to_owned(),
-            timeout,
-            create_session: script(scripts::CREATE_SESSION),
-            get_session: script(scripts::GET_SESSION),
-            list_page: script(scripts::LIST_PAGE),
-            cut_user: script(scripts::CUT_USER),
-            end_page: script(scripts::END_PAGE),
-            end_session: script(scripts::END_SESSION),
-            get_refresh: script(scripts::GET_REFRESH),
-            get_family: script(scripts::GET_FAMILY),
-            rotate: script(scripts::ROTATE),
-            touch: script(scripts::TOUCH),
-            revoke_family: script(scripts::REVOKE_FAMILY),
-            login_failed: script(scripts::LOGIN_FAILED),
-            login_reserve: script(scripts::LOGIN_RESERVE),
-            take: script(scripts::TAKE),
         })
     }
 
@@ -311,7 +407,18 @@ impl RedisStore {
         cmd: redis::Cmd,
         slot_key: &str,
     ) -> Result<T, StoreError> {
-        match &self.conn {
+        self.on_node_of(&self.conn, op, cmd, slot_key).await
+    }
+
+    /// [`Self::on_tenant_node`] over a given connection.
+    async fn on_node_of<T: FromRedisValue>(
+        &self,
+        conn: &Conn,
+        op: &'static str,
+        cmd: redis::Cmd,
+        slot_key: &str,
+    ) -> Result<T, StoreError> {
+        match conn {
             Conn::Single(c) => {
                 let mut c = c.clone();
                 self.call(op, cmd.query_async(&mut c)).await
@@ -325,6 +432,69 @@ impl RedisStore {
                 T::from_redis_value(value).map_err(unavailable)
             }
         }
+    }
+
+    /// Writes a revocation over `self.revocations` (to `slot_key`'s slot),
+    /// then holds it until a replica has it ([`Self::replicated`]). The
+    /// write runs once more when the connection turns out to have dropped:
+    /// an idle connection learns that it broke only when it is used, and a
+    /// revocation written twice is written once.
+    async fn revoking<T, F, Fut>(
+        &self,
+        op: &'static str,
+        slot_key: &str,
+        write: F,
+    ) -> Result<T, StoreError>
+    where
+        F: Fn(Conn) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let started = std::time::Instant::now();
+        let mut result = tokio::time::timeout(self.timeout, write(self.revocations.clone())).await;
+        if matches!(&result, Ok(Err(e)) if e.is_connection_dropped() || e.is_io_error()) {
+            result = tokio::time::timeout(self.timeout, write(self.revocations.clone())).await;
+        }
+        crate::metrics::store_round_trip(op, started);
+        let value = result.map_err(unavailable)?.map_err(unavailable)?;
+        self.replicated(op, slot_key).await?;
+        Ok(value)
+    }
+
+    /// Holds a revocation written over `self.revocations` to `slot_key`'s
+    /// node until one replica of that node acknowledged it (`WAIT`, at most
+    /// [`REPLICA_ACK_WAIT_MS`]), so that a failover promoting that replica
+    /// keeps it. A node without replicas has nothing to wait for. An
+    /// acknowledgement that does not come is logged, not an error: the
+    /// master holds the revocation, and answering 503 for it would only
+    /// make the client send it again.
+    async fn replicated(&self, op: &'static str, slot_key: &str) -> Result<(), StoreError> {
+        let mut info = redis::cmd("INFO");
+        info.arg("replication");
+        let info: String = self
+            .on_node_of(&self.revocations, op, info, slot_key)
+            .await?;
+        let replicas = info
+            .lines()
+            .find_map(|line| line.strip_prefix("connected_slaves:"))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if replicas == 0 {
+            return Ok(());
+        }
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(1).arg(REPLICA_ACK_WAIT_MS);
+        let acknowledged: u64 = self
+            .on_node_of(&self.revocations, op, wait, slot_key)
+            .await?;
+        if acknowledged == 0 {
+            crate::metrics::revocation_unreplicated();
+            tracing::warn!(
+                op,
+                wait_ms = REPLICA_ACK_WAIT_MS,
+                "no replica acknowledged a revocation in time; a failover now could lose it"
+            );
+        }
+        Ok(())
     }
 }
 
@@ -440,6 +610,14 @@ fn changes_channel(prefix: &str) -> String {
     format!("{prefix}:changes")
 }
 
+/// How long the change listener waits for a node to connect or to answer.
+const LISTENER_DEADLINE: Duration = Duration::from_secs(2);
+
+/// How often the change listener checks that its node still answers: a node
+/// that stops (a paused process, a lost network) does not close the
+/// connection, and a subscription alone would wait on it for ever.
+const LISTENER_PING_EVERY: Duration = Duration::from_secs(3);
+
 /// Follows the change channel for as long as the process lives, reconnecting
 /// after failures. After every (re)subscription `on_change("*")` runs, since
 /// messages may have been missed meanwhile.
@@ -452,31 +630,56 @@ pub fn spawn_change_listener(
     tokio::spawn(async move {
         let channel = changes_channel(&prefix);
         // On a cluster every node relays every PUBLISH (the cluster bus), so
-        // one subscription to any node hears all; a node that fails is left
-        // for the next one in the list.
+        // one subscription to any node hears all; a node that fails or stops
+        // answering is left for the next one in the list.
         let nodes = Topology::parse(&url)
             .map(|t| t.nodes())
             .unwrap_or_else(|_| vec![url.clone()]);
         for node in nodes.iter().cycle() {
-            let subscribed = async {
+            let subscribed = tokio::time::timeout(LISTENER_DEADLINE, async {
                 let client = redis::Client::open(node.as_str())?;
                 let mut pubsub = client.get_async_pubsub().await?;
                 pubsub.subscribe(&channel).await?;
                 redis::RedisResult::Ok(pubsub)
-            }
+            })
             .await;
             match subscribed {
-                Ok(mut pubsub) => {
+                Ok(Ok(pubsub)) => {
                     on_change("*");
-                    let mut messages = pubsub.on_message();
-                    while let Some(msg) = messages.next().await {
-                        if let Ok(payload) = msg.get_payload::<String>() {
-                            on_change(&payload);
+                    let (mut sink, mut messages) = pubsub.split();
+                    let mut ping = tokio::time::interval(LISTENER_PING_EVERY);
+                    ping.reset();
+                    loop {
+                        tokio::select! {
+                            msg = messages.next() => match msg {
+                                Some(msg) => {
+                                    if let Ok(payload) = msg.get_payload::<String>() {
+                                        on_change(&payload);
+                                    }
+                                }
+                                None => {
+                                    tracing::warn!("change channel closed; reconnecting");
+                                    break;
+                                }
+                            },
+                            _ = ping.tick() => {
+                                let answered = tokio::time::timeout(
+                                    LISTENER_DEADLINE,
+                                    sink.ping::<redis::Value>(),
+                                )
+                                .await;
+                                if !matches!(answered, Ok(Ok(_))) {
+                                    tracing::warn!("change channel's node stopped answering; reconnecting");
+                                    break;
+                                }
+                            }
                         }
                     }
-                    tracing::warn!("change channel closed; reconnecting");
                 }
-                Err(e) => tracing::warn!(error = %e, "cannot follow the change channel; retrying"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot follow the change channel; retrying");
+                }
+                Err(_) => tracing::warn!("change channel's node did not answer; retrying"),
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
@@ -612,16 +815,19 @@ impl SessionStore for RedisStore {
         reason: EndReason,
         linger: u64,
     ) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
+        let state = self.key(tenant, "sst", sid);
         let mut inv = self.end_session.prepare_invoke();
-        inv.key(self.key(tenant, "sst", sid))
+        inv.key(&state)
             .key(self.key(tenant, "sess", sid))
             .arg(self.tenant_prefix(tenant))
             .arg(reason.as_str())
             .arg(linger.max(1))
             .arg(sid);
+        let inv = &inv;
         let was: i64 = self
-            .call("end_session", inv.invoke_async(&mut conn))
+            .revoking("end_session", &state, |mut conn| async move {
+                inv.invoke_async(&mut conn).await
+            })
             .await?;
         Ok(was == 1)
     }
@@ -632,7 +838,6 @@ impl SessionStore for RedisStore {
         user_id: &str,
         cut: UserCut<'_>,
     ) -> Result<usize, StoreError> {
-        let mut conn = self.conn.clone();
         let ucut = self.key(tenant, "ucut", user_id);
         let except_state = cut.except.map(|sid| self.key(tenant, "sst", sid));
         let mut inv = self.cut_user.prepare_invoke();
@@ -641,9 +846,14 @@ impl SessionStore for RedisStore {
             .arg(cut.reason.as_str())
             .arg(cut.lifetime.max(cut.linger).max(CUT_MIN_TTL))
             .arg(if cut.except.is_some() { "1" } else { "0" });
+        let inv = &inv;
+        // The cut-off is what revokes; the pages below only tidy up.
         let generation: u64 = self
-            .call("end_user_sessions", inv.invoke_async(&mut conn))
+            .revoking("end_user_sessions", &ucut, |mut conn| async move {
+                inv.invoke_async(&mut conn).await
+            })
             .await?;
+        let mut conn = self.conn.clone();
         let mut ended = 0usize;
         let mut start = 0usize;
         loop {
@@ -785,19 +995,24 @@ impl SessionStore for RedisStore {
     }
 
     async fn revoke_family(&self, tenant: &str, family_id: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        let family = self.key(tenant, "fam", family_id);
         let mut inv = self.revoke_family.prepare_invoke();
-        inv.key(self.key(tenant, "fam", family_id));
-        self.call("revoke_family", inv.invoke_async::<i64>(&mut conn))
-            .await?;
+        inv.key(&family);
+        let inv = &inv;
+        self.revoking("revoke_family", &family, |mut conn| async move {
+            inv.invoke_async::<i64>(&mut conn).await
+        })
+        .await?;
         Ok(())
     }
 
     async fn deny_jti(&self, tenant: &str, jti: &str, ttl: u64) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
         let key = self.key(tenant, "deny", jti);
-        self.call("deny_jti", conn.set_ex::<_, _, ()>(&key, 1, ttl.max(1)))
-            .await
+        let deny = &key;
+        self.revoking("deny_jti", &key, |mut conn| async move {
+            conn.set_ex::<_, _, ()>(deny, 1, ttl.max(1)).await
+        })
+        .await
     }
 
     async fn access_state(
@@ -892,6 +1107,7 @@ impl SessionStore for RedisStore {
         &self,
         tenant: &str,
         user_id: &str,
+        attempt_id: &str,
         policy: &LockoutPolicy,
         now: i64,
     ) -> Result<LoginAttempt, StoreError> {
@@ -903,7 +1119,8 @@ impl SessionStore for RedisStore {
             .arg(policy.window_seconds)
             .arg(policy.base_lock_seconds)
             .arg(policy.max_lock_seconds)
-            .arg(policy.memory_seconds.max(1));
+            .arg(policy.memory_seconds.max(1))
+            .arg(attempt_id);
         let (failures, locked_until, level, counted): (u32, i64, u32, u8) = self
             .call("login_failed", inv.invoke_async(&mut conn))
             .await?;
@@ -1046,13 +1263,40 @@ impl SessionStore for RedisStore {
         Ok(taken_of(stored.as_deref()))
     }
 
+    /// One node: `PING`. A cluster: the cluster's own verdict
+    /// (`CLUSTER INFO`, from whichever node answers first): `cluster_state:ok`
+    /// while it serves every slot, or, with `cluster-require-full-coverage
+    /// no`, while a master is down and the other slots are served. Requests
+    /// for the slots of a master that is down answer 503 on their own; the
+    /// instance stays ready for every other tenant.
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        // A cluster sends PING to every master and fails unless all answer.
-        let _: redis::Value = self
-            .call("ping", redis::cmd("PING").query_async(&mut conn))
-            .await?;
-        Ok(())
+        match &self.conn {
+            Conn::Single(c) => {
+                let mut c = c.clone();
+                let _: redis::Value = self
+                    .call("ping", redis::cmd("PING").query_async(&mut c))
+                    .await?;
+                Ok(())
+            }
+            Conn::Cluster(c) => {
+                let mut c = c.clone();
+                let routing = RoutingInfo::MultiNode((
+                    MultipleNodeRoutingInfo::AllNodes,
+                    Some(ResponsePolicy::OneSucceeded),
+                ));
+                let mut info = redis::cmd("CLUSTER");
+                info.arg("INFO");
+                let value = self.call("ping", c.route_command(info, routing)).await?;
+                let info = String::from_redis_value(value).map_err(unavailable)?;
+                if info.lines().any(|l| l.trim() == "cluster_state:ok") {
+                    Ok(())
+                } else {
+                    Err(unavailable(anyhow::anyhow!(
+                        "the cluster does not serve every slot (cluster_state:fail)"
+                    )))
+                }
+            }
+        }
     }
 }
 

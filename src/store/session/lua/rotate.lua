@@ -5,8 +5,10 @@
 -- KEYS: fam, sst, ucut, sess, grace.
 -- ARGV: old hash, new hash, now, family ttl, sealed successor, grace ttl,
 -- sid, client, user, exp, fexp, scope, client generation.
--- Returns 'ok', 'race' or 'revoked'.
-local fam = redis.call('HMGET', KEYS[1], 'current', 'status')
+-- Returns 'ok', 'race' or 'revoked'. The same rotation run again (a retry
+-- after its reply was lost) answers 'ok' again: the new hash is unique to it.
+local fam = redis.call('HMGET', KEYS[1], 'current', 'status', 'prev')
+if fam[1] == ARGV[2] and fam[3] == ARGV[1] then return 'ok' end
 if fam[1] ~= ARGV[1] then return 'race' end
 if fam[2] ~= 'active' then return 'revoked' end
 if not live(redis.call('GET', KEYS[2]), cutgen(redis.call('GET', KEYS[3]))) then return 'revoked' end
