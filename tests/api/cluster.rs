@@ -34,10 +34,17 @@ fn node_port(taken: &[u16]) -> u16 {
 struct Cluster {
     dir: tempfile::TempDir,
     ports: Vec<u16>,
+    /// `redis-cli`'s TLS options when the nodes speak TLS only.
+    tls: Vec<String>,
 }
 
 fn cli(port: u16, args: &[&str]) -> String {
+    cli_with(&[], port, args)
+}
+
+fn cli_with(tls: &[String], port: u16, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
+        .args(tls)
         .arg("-p")
         .arg(port.to_string())
         .args(args)
@@ -46,17 +53,129 @@ fn cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 impl Cluster {
     fn start() -> Cluster {
+        Self::start_with(false)
+    }
+
+    /// A cluster whose nodes speak TLS only (clients, replication and the
+    /// cluster bus), with certificates from a CA of its own (`ca.crt`).
+    fn start_tls() -> Cluster {
+        Self::start_with(true)
+    }
+
+    fn ca(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    fn start_with(tls: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut ports: Vec<u16> = Vec::new();
         for _ in 0..6 {
             let port = node_port(&ports);
             ports.push(port);
         }
+        let mut server_tls: Vec<String> = Vec::new();
+        let mut cli_tls: Vec<String> = Vec::new();
+        if tls {
+            let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+            let mut ca = vec!["req", "-x509", "-nodes", "-days", "1"];
+            ca.extend(ec);
+            ca.extend([
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-subj",
+                "/CN=latchkey test CA",
+            ]);
+            openssl(dir.path(), &ca);
+            let mut csr = vec!["req", "-new", "-nodes"];
+            csr.extend(ec);
+            csr.extend([
+                "-keyout",
+                "node.key",
+                "-out",
+                "node.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ]);
+            openssl(dir.path(), &csr);
+            std::fs::write(
+                dir.path().join("node.ext"),
+                "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+            )
+            .expect("node.ext");
+            openssl(
+                dir.path(),
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    "node.csr",
+                    "-CA",
+                    "ca.crt",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    "1",
+                    "-extfile",
+                    "node.ext",
+                    "-out",
+                    "node.crt",
+                ],
+            );
+            let file = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+            server_tls = vec![
+                "--tls-cert-file".into(),
+                file("node.crt"),
+                "--tls-key-file".into(),
+                file("node.key"),
+                "--tls-ca-cert-file".into(),
+                file("ca.crt"),
+                "--tls-auth-clients".into(),
+                "no".into(),
+                "--tls-cluster".into(),
+                "yes".into(),
+                "--tls-replication".into(),
+                "yes".into(),
+            ];
+            cli_tls = vec!["--tls".into(), "--cacert".into(), file("ca.crt")];
+        }
         for port in &ports {
+            let port_args = if tls {
+                [
+                    "--port".to_owned(),
+                    "0".to_owned(),
+                    "--tls-port".to_owned(),
+                    port.to_string(),
+                ]
+            } else {
+                [
+                    "--port".to_owned(),
+                    port.to_string(),
+                    "--bind".to_owned(),
+                    "127.0.0.1".to_owned(),
+                ]
+            };
             let status = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(port_args)
+                .args(&server_tls)
                 .args(["--daemonize", "yes", "--cluster-enabled", "yes"])
                 .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
                 .args(["--cluster-node-timeout", "2000"])
@@ -74,7 +193,12 @@ impl Cluster {
                 .expect("redis-server (Redis installed?)");
             assert!(status.success(), "redis-server on {port}");
         }
-        let cluster = Cluster { dir, ports };
+        let cluster = Cluster {
+            dir,
+            ports,
+            tls: cli_tls,
+        };
+        let cli = |port: u16, args: &[&str]| cli_with(&cluster.tls, port, args);
         for port in &cluster.ports {
             cluster.wait(|| cli(*port, &["ping"]).contains("PONG"), "a node answers");
         }
@@ -84,6 +208,7 @@ impl Cluster {
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
         let out = Command::new("redis-cli")
+            .args(&cluster.tls)
             .args(["--cluster", "create"])
             .args(&nodes)
             .args(["--cluster-replicas", "1", "--cluster-yes"])
@@ -128,7 +253,12 @@ impl Cluster {
             .iter()
             .map(|p| format!("127.0.0.1:{p}"))
             .collect();
-        format!("redis+cluster://{}", nodes.join(","))
+        let scheme = if self.tls.is_empty() {
+            "redis"
+        } else {
+            "rediss"
+        };
+        format!("{scheme}+cluster://{}", nodes.join(","))
     }
 
     /// The ports of the master serving `key`'s slot and of its replica,
@@ -216,7 +346,7 @@ impl Drop for Cluster {
             if let Ok(pid) = std::fs::read_to_string(self.dir.path().join(format!("{port}.pid"))) {
                 let _ = Command::new("kill").args(["-CONT", pid.trim()]).status();
             }
-            let _ = cli(*port, &["shutdown", "nosave"]);
+            let _ = cli_with(&self.tls, *port, &["shutdown", "nosave"]);
         }
     }
 }
@@ -647,12 +777,50 @@ async fn a_revocation_is_answered_once_a_replica_holds_it_and_survives_the_failo
         .copied()
         .find(|p| *p != master && cli(*p, &["role"]).starts_with("master"))
         .expect("another master");
+    // Its replica stays a replica: the cluster runs on without those slots.
+    let other_replica = cluster
+        .ports
+        .iter()
+        .copied()
+        .find(|p| {
+            cli(*p, &["info", "replication"]).contains(&format!("master_port:{other_master}"))
+        })
+        .expect("its replica");
+    assert!(
+        cli(
+            other_replica,
+            &["config", "set", "cluster-replica-no-failover", "yes"]
+        )
+        .contains("OK")
+    );
     cluster.kill(other_master);
     for port in cluster.ports.iter().filter(|p| **p != other_master) {
         assert!(cli(*port, &["script", "flush"]).contains("OK"));
     }
     let third = app.login(&t, &email, USER_PASSWORD).await;
     assert!(!str_of(&third, "access_token").is_empty());
+
+    // Once the cluster marks that master failed, the instance is still
+    // ready: the tenants in the other slots are served (`cluster_state:ok`).
+    cluster
+        .until(
+            || {
+                cli(master, &["cluster", "nodes"])
+                    .lines()
+                    .any(|l| l.contains(&format!(":{other_master}@")) && l.contains("master,fail "))
+            },
+            "the master is marked failed",
+        )
+        .await;
+    let readyz = || async {
+        app.http
+            .get(app.url("/readyz"))
+            .send()
+            .await
+            .expect("readyz")
+            .status()
+    };
+    assert_eq!(readyz().await, StatusCode::OK);
 
     let userinfo = |tokens: &Value| {
         app.http
@@ -826,4 +994,77 @@ async fn a_change_published_anywhere_reaches_the_listener_at_once_and_a_stalled_
         .await;
     listener.abort();
     cluster.signal(first, "CONT");
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL and redis-server: run with --include-ignored and LATCHKEY_TEST_DATABASE_URL"]
+async fn a_cluster_over_tls_serves_sign_in_revocation_and_the_change_bus() {
+    crate::helpers::required_env("LATCHKEY_TEST_DATABASE_URL");
+    let cluster = tokio::task::spawn_blocking(Cluster::start_tls)
+        .await
+        .expect("cluster");
+    // The nodes' certificates come from the cluster's own CA: trusted the
+    // way any private CA is, through SSL_CERT_FILE.
+    // SAFETY: set before the app starts, while this test's only other
+    // thread (the idle blocking pool) reads no environment.
+    unsafe { std::env::set_var("SSL_CERT_FILE", cluster.ca()) };
+    let prefix = format!("lk-test-{}", uuid::Uuid::new_v4().simple());
+    let url = cluster.url();
+    assert!(url.starts_with("rediss+cluster://"), "{url}");
+    let app = spawn_app_with(|c| {
+        c.redis_url = Some(url.clone());
+        c.redis_key_prefix = prefix.clone();
+    })
+    .await;
+    let admin = app.admin_token().await;
+    let t = crate::helpers::slug("tls");
+    app.create_tenant(&admin, &t, json!({})).await;
+    let email = format!("user@{t}.test");
+    app.create_user(&admin, &t, &email).await;
+    let tokens = app.login(&t, &email, USER_PASSWORD).await;
+    let userinfo = || {
+        app.http
+            .get(app.url(&format!("/tenants/{t}/oauth/userinfo")))
+            .bearer_auth(str_of(&tokens, "access_token"))
+            .send()
+    };
+    assert_eq!(userinfo().await.expect("userinfo").status(), StatusCode::OK);
+    let res = app
+        .refresh_grant(&t, str_of(&tokens, "refresh_token"))
+        .await;
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = app
+        .http
+        .post(app.url(&format!("/tenants/{t}/logout")))
+        .bearer_auth(str_of(&tokens, "access_token"))
+        .send()
+        .await
+        .expect("logout");
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        userinfo().await.expect("userinfo").status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let ready = app
+        .http
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status(), StatusCode::OK);
+    // The change listener subscribed over TLS too.
+    let channel = format!("{prefix}:changes");
+    cluster
+        .until(
+            || {
+                cluster.ports.iter().any(|p| {
+                    cli_with(&cluster.tls, *p, &["pubsub", "numsub", &channel])
+                        .lines()
+                        .nth(1)
+                        .is_some_and(|n| n.trim() == "1")
+                })
+            },
+            "the change listener subscribes",
+        )
+        .await;
 }

@@ -183,7 +183,11 @@ impl Topology {
         .find(|(scheme, _)| url.starts_with(scheme));
         if let Some((scheme, node_scheme)) = cluster_scheme {
             let rest = &url[scheme.len()..];
-            let hosts = rest.split(['/', '?']).next().unwrap_or_default();
+            let hosts = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            if !matches!(&rest[hosts.len()..], "" | "/") {
+                // A cluster has one database, and options would be lost.
+                return Err("takes nothing after the nodes (no database, no options)".to_owned());
+            }
             let (userinfo, hosts) = match hosts.rsplit_once('@') {
                 Some((userinfo, hosts)) => (format!("{userinfo}@"), hosts),
                 None => (String::new(), hosts),
@@ -208,11 +212,29 @@ impl Topology {
         }
         if url.contains(',') {
             let nodes: Vec<String> = url.split(',').map(|n| n.trim().to_owned()).collect();
+            let mut credentials = None;
             for node in &nodes {
                 if !(node.starts_with("redis://") || node.starts_with("rediss://")) {
                     return Err("lists a node that is not a redis:// URL".to_owned());
                 }
                 check(node)?;
+                let info = node
+                    .as_str()
+                    .into_connection_info()
+                    .map_err(|_| "is not a valid Redis URL".to_owned())?;
+                let these = (
+                    info.redis_settings().username().map(str::to_owned),
+                    info.redis_settings().password().map(str::to_owned),
+                    node.starts_with("rediss://"),
+                );
+                if credentials.get_or_insert_with(|| these.clone()) != &these {
+                    // The cluster client signs in to every node it finds
+                    // with one user and password, over one scheme.
+                    return Err(
+                        "lists nodes with different credentials or schemes (a cluster has one)"
+                            .to_owned(),
+                    );
+                }
             }
             return Ok(Topology::Cluster(nodes));
         }
@@ -1341,6 +1363,10 @@ mod topology_tests {
             "redis+cluster://a:7000,,b:7001",
             "redis://:secret@a:7000,http://:secret@b:7001",
             "redis+cluster://:secret@a:notaport",
+            "redis+cluster://:secret@a:7000,b:7001/2",
+            "redis+cluster://:secret@a:7000?protocol=resp3",
+            "redis://:secret@a:7000,redis://:other@b:7001",
+            "redis://:secret@a:7000,rediss://:secret@b:7001",
         ] {
             let e = Topology::parse(bad).expect_err(bad);
             assert!(!e.contains("secret"), "{bad}: {e}");
