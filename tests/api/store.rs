@@ -845,9 +845,24 @@ async fn a_write_run_again_by_a_retry_takes_effect_once() {
             "{name}: the successor rotates on"
         );
 
+        // An attempt reserved twice takes one place: with a threshold of
+        // one it is still admitted.
+        let now = chrono::Utc::now().timestamp();
+        let one = LockoutPolicy::with_threshold(1);
+        let attempt = attempt_id();
+        for _ in 0..2 {
+            assert_eq!(
+                store
+                    .reserve_login_attempt("t", "u8", &attempt, &one, now)
+                    .await
+                    .expect("reserve"),
+                Reservation::Admitted,
+                "{name}"
+            );
+        }
+
         // A failed sign-in reported twice counts once.
         let policy = LockoutPolicy::with_threshold(5);
-        let now = chrono::Utc::now().timestamp();
         let attempt = attempt_id();
         for _ in 0..2 {
             let counted = store

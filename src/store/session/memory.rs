@@ -676,6 +676,10 @@ impl SessionStore for MemoryStore {
             .entry(key(tenant, "lockp", user_id))
             .or_default();
         pending.retain(|_, expiry| *expiry > now);
+        if pending.contains_key(attempt_id) {
+            // The same attempt again: admitted once.
+            return Ok(Reservation::Admitted);
+        }
         if failures as usize + pending.len() >= policy.threshold as usize {
             return Ok(Reservation::Wait);
         }

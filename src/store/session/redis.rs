@@ -20,6 +20,7 @@
 //! | `code:{sha256}` | string | an authorization code (60 s); once used, the mark of what it issued |
 //! | `bsess:{sha256}` | string | a browser session (the SSO cookie's secret, hashed): its session id |
 //! | `synced` | string | present once the tenant's durable denials were copied in |
+//! | `wmark` | string | written after each revocation, before `WAIT` (60 s) |
 //!
 //! Every key has a TTL. A store without `synced` for a tenant (it lost its
 //! data: restart without persistence, flush; or a day passed) is refilled
@@ -56,8 +57,14 @@ use crate::store::StoreError;
 const SYNCED_TTL: u64 = 24 * 3600;
 
 /// How long a revocation waits for a replica to acknowledge it (Redis
-/// `WAIT`, milliseconds) before it is answered anyway.
+/// `WAIT`, milliseconds) before it is answered anyway; at most half the
+/// store timeout.
 const REPLICA_ACK_WAIT_MS: u64 = 200;
+
+/// After a replica failed to acknowledge a revocation, how long (ms)
+/// revocations do not wait: one stalled replica must not hold each of them
+/// for [`REPLICA_ACK_WAIT_MS`] in turn on the one connection.
+const UNACKNOWLEDGED_PAUSE_MS: i64 = 5_000;
 
 /// The scripts, each prefixed with the shared helpers of `lua/prelude.lua`.
 /// Every key a script touches carries the tenant's hash tag, so each script
@@ -124,6 +131,12 @@ impl LuaCall<'_> {
     fn arg(&mut self, arg: impl redis::ToRedisArgs) -> &mut Self {
         arg.write_redis_args(&mut self.args);
         self
+    }
+
+    /// The run as `EVAL` with the script's body: for a pipeline, where a
+    /// `NOSCRIPT` answer could not be followed up.
+    fn eval(&self) -> redis::Cmd {
+        self.command("EVAL", &self.lua.body)
     }
 
     fn command(&self, verb: &str, script: &str) -> redis::Cmd {
@@ -299,6 +312,8 @@ pub struct RedisStore {
     /// until a replica acknowledged it (`WAIT`), which blocks the
     /// connection meanwhile, so the other traffic does not share it.
     revocations: Conn,
+    /// When (Unix ms) a replica last failed to acknowledge a revocation.
+    unacknowledged_at: std::sync::atomic::AtomicI64,
     prefix: String,
     timeout: Duration,
     create_session: Lua,
@@ -333,6 +348,7 @@ impl RedisStore {
         Ok(Self {
             conn,
             revocations,
+            unacknowledged_at: std::sync::atomic::AtomicI64::new(0),
             prefix: prefix.to_owned(),
             timeout,
             create_session: script(scripts::CREATE_SESSION),
@@ -456,67 +472,137 @@ impl RedisStore {
         }
     }
 
-    /// Writes a revocation over `self.revocations` (to `slot_key`'s slot),
-    /// then holds it until a replica has it ([`Self::replicated`]). The
-    /// write runs once more when the connection turns out to have dropped:
-    /// an idle connection learns that it broke only when it is used, and a
-    /// revocation written twice is written once.
-    async fn revoking<T, F, Fut>(
+    /// Writes a revocation (`write`, a command on `tenant`'s keys) and holds
+    /// it until a replica of its master has it, so that a failover promoting
+    /// that replica keeps it. `WAIT` covers the writes made on its own
+    /// connection, so the write, a write of the tenant's `wmark` key (the
+    /// revocation may have been written already by an earlier run, and
+    /// write nothing now; replication is in order, so covering this write
+    /// covers that one) and `WAIT 1` go as one pipeline over
+    /// `self.revocations`, to the node serving the tenant's slot. `WAIT`
+    /// blocks that connection meanwhile; the other traffic does not use it.
+    ///
+    /// A node without replicas has nothing to wait for. An acknowledgement
+    /// that does not come is counted and logged, not an error (the master
+    /// holds the revocation; a 503 would only make the client send it
+    /// again), and for [`UNACKNOWLEDGED_PAUSE_MS`] no revocation waits, so a
+    /// stalled replica cannot hold them all in line. The pipeline runs once
+    /// more when the connection turns out to have dropped (an idle
+    /// connection learns that only when it is used): revoking twice is
+    /// revoking once.
+    async fn revoking<T: FromRedisValue>(
         &self,
         op: &'static str,
-        slot_key: &str,
-        write: F,
-    ) -> Result<T, StoreError>
-    where
-        F: Fn(Conn) -> Fut,
-        Fut: std::future::Future<Output = redis::RedisResult<T>>,
-    {
-        let started = std::time::Instant::now();
-        let mut result = tokio::time::timeout(self.timeout, write(self.revocations.clone())).await;
-        if matches!(&result, Ok(Err(e)) if e.is_connection_dropped() || e.is_io_error()) {
-            result = tokio::time::timeout(self.timeout, write(self.revocations.clone())).await;
+        tenant: &str,
+        write: redis::Cmd,
+    ) -> Result<T, StoreError> {
+        let slot_key = self.tenant_prefix(tenant);
+        let wait_ms = self.replica_wait_ms(&slot_key).await?;
+        let mut pipe = redis::pipe();
+        pipe.add_command(write);
+        if let Some(ms) = wait_ms {
+            pipe.cmd("SET")
+                .arg(format!("{slot_key}wmark"))
+                .arg(1)
+                .arg("EX")
+                .arg(60);
+            pipe.cmd("WAIT").arg(1).arg(ms);
         }
-        crate::metrics::store_round_trip(op, started);
-        let value = result.map_err(unavailable)?.map_err(unavailable)?;
-        self.replicated(op, slot_key).await?;
+        let count = if wait_ms.is_some() { 3 } else { 1 };
+        let mut values = self.on_revocations(op, &pipe, count, &slot_key).await?;
+        let acknowledged = match wait_ms {
+            Some(_) => values
+                .pop()
+                .and_then(|v| u64::from_redis_value(v).ok())
+                .unwrap_or(0),
+            None => 1,
+        };
+        let written = values.into_iter().next().unwrap_or(redis::Value::Nil);
+        let value = T::from_redis_value(written).map_err(unavailable)?;
+        if let Some(ms) = wait_ms
+            && acknowledged == 0
+        {
+            self.unacknowledged_at.store(
+                chrono::Utc::now().timestamp_millis(),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            crate::metrics::revocation_unreplicated();
+            tracing::warn!(
+                op,
+                wait_ms = ms,
+                "no replica acknowledged a revocation in time; a failover now could lose it"
+            );
+        }
         Ok(value)
     }
 
-    /// Holds a revocation written over `self.revocations` to `slot_key`'s
-    /// node until one replica of that node acknowledged it (`WAIT`, at most
-    /// [`REPLICA_ACK_WAIT_MS`]), so that a failover promoting that replica
-    /// keeps it. A node without replicas has nothing to wait for. An
-    /// acknowledgement that does not come is logged, not an error: the
-    /// master holds the revocation, and answering 503 for it would only
-    /// make the client send it again.
-    async fn replicated(&self, op: &'static str, slot_key: &str) -> Result<(), StoreError> {
-        let mut info = redis::cmd("INFO");
-        info.arg("replication");
-        let info: String = self
-            .on_node_of(&self.revocations, op, info, slot_key)
-            .await?;
+    /// Runs `pipe` (`count` commands) over `self.revocations` on the node
+    /// serving `slot_key`'s slot, once more when the connection turns out
+    /// to have dropped (an idle connection learns that only when it is
+    /// used; everything sent here may run twice).
+    async fn on_revocations(
+        &self,
+        op: &'static str,
+        pipe: &redis::Pipeline,
+        count: usize,
+        slot_key: &str,
+    ) -> Result<Vec<redis::Value>, StoreError> {
+        let run = || async {
+            match self.revocations.clone() {
+                Conn::Single(mut c) => pipe.query_async::<Vec<redis::Value>>(&mut c).await,
+                Conn::Cluster(mut c) => {
+                    let route = SingleNodeRoutingInfo::SpecificNode(Route::with_key(
+                        slot_key,
+                        SlotAddr::Master,
+                    ));
+                    c.route_pipeline(pipe.clone(), 0, count, route).await
+                }
+            }
+        };
+        let started = std::time::Instant::now();
+        let mut result = tokio::time::timeout(self.timeout, run()).await;
+        if matches!(&result, Ok(Err(e)) if e.is_connection_dropped() || e.is_io_error()) {
+            result = tokio::time::timeout(self.timeout, run()).await;
+        }
+        crate::metrics::store_round_trip(op, started);
+        result.map_err(unavailable)?.map_err(unavailable)
+    }
+
+    /// How long a revocation on `slot_key`'s node waits for a replica
+    /// (milliseconds): `None` when that node has no replica (`INFO
+    /// replication`) or a replica failed to acknowledge one lately.
+    async fn replica_wait_ms(&self, slot_key: &str) -> Result<Option<u64>, StoreError> {
+        let since = chrono::Utc::now().timestamp_millis()
+            - self
+                .unacknowledged_at
+                .load(std::sync::atomic::Ordering::Relaxed);
+        if since < UNACKNOWLEDGED_PAUSE_MS {
+            return Ok(None);
+        }
+        // Paired with a read of a key of the slot: should the cluster
+        // client send it to another node (after a failover, before it
+        // learned the new map), that node answers MOVED and the pair
+        // follows, so `INFO` describes the node that serves the slot.
+        let mut pipe = redis::pipe();
+        pipe.cmd("EXISTS")
+            .arg(format!("{slot_key}wmark"))
+            .cmd("INFO")
+            .arg("replication");
+        let info = self
+            .on_revocations("replicas", &pipe, 2, slot_key)
+            .await?
+            .pop()
+            .map(String::from_redis_value)
+            .transpose()
+            .map_err(unavailable)?
+            .unwrap_or_default();
         let replicas = info
             .lines()
             .find_map(|line| line.strip_prefix("connected_slaves:"))
             .and_then(|n| n.trim().parse::<u64>().ok())
             .unwrap_or(0);
-        if replicas == 0 {
-            return Ok(());
-        }
-        let mut wait = redis::cmd("WAIT");
-        wait.arg(1).arg(REPLICA_ACK_WAIT_MS);
-        let acknowledged: u64 = self
-            .on_node_of(&self.revocations, op, wait, slot_key)
-            .await?;
-        if acknowledged == 0 {
-            crate::metrics::revocation_unreplicated();
-            tracing::warn!(
-                op,
-                wait_ms = REPLICA_ACK_WAIT_MS,
-                "no replica acknowledged a revocation in time; a failover now could lose it"
-            );
-        }
-        Ok(())
+        let timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
+        Ok((replicas > 0).then_some(REPLICA_ACK_WAIT_MS.min(timeout_ms / 2).max(1)))
     }
 }
 
@@ -845,12 +931,7 @@ impl SessionStore for RedisStore {
             .arg(reason.as_str())
             .arg(linger.max(1))
             .arg(sid);
-        let inv = &inv;
-        let was: i64 = self
-            .revoking("end_session", &state, |mut conn| async move {
-                inv.invoke_async(&mut conn).await
-            })
-            .await?;
+        let was: i64 = self.revoking("end_session", tenant, inv.eval()).await?;
         Ok(was == 1)
     }
 
@@ -868,12 +949,9 @@ impl SessionStore for RedisStore {
             .arg(cut.reason.as_str())
             .arg(cut.lifetime.max(cut.linger).max(CUT_MIN_TTL))
             .arg(if cut.except.is_some() { "1" } else { "0" });
-        let inv = &inv;
         // The cut-off is what revokes; the pages below only tidy up.
         let generation: u64 = self
-            .revoking("end_user_sessions", &ucut, |mut conn| async move {
-                inv.invoke_async(&mut conn).await
-            })
+            .revoking("end_user_sessions", tenant, inv.eval())
             .await?;
         let mut conn = self.conn.clone();
         let mut ended = 0usize;
@@ -1020,21 +1098,16 @@ impl SessionStore for RedisStore {
         let family = self.key(tenant, "fam", family_id);
         let mut inv = self.revoke_family.prepare_invoke();
         inv.key(&family);
-        let inv = &inv;
-        self.revoking("revoke_family", &family, |mut conn| async move {
-            inv.invoke_async::<i64>(&mut conn).await
-        })
-        .await?;
+        self.revoking::<i64>("revoke_family", tenant, inv.eval())
+            .await?;
         Ok(())
     }
 
     async fn deny_jti(&self, tenant: &str, jti: &str, ttl: u64) -> Result<(), StoreError> {
         let key = self.key(tenant, "deny", jti);
-        let deny = &key;
-        self.revoking("deny_jti", &key, |mut conn| async move {
-            conn.set_ex::<_, _, ()>(deny, 1, ttl.max(1)).await
-        })
-        .await
+        let mut deny = redis::cmd("SET");
+        deny.arg(&key).arg(1).arg("EX").arg(ttl.max(1));
+        self.revoking::<()>("deny_jti", tenant, deny).await
     }
 
     async fn access_state(

@@ -13,6 +13,8 @@ local locked_until = tonumber(h[3]) or 0
 if locked_until > now then return 'locked' end
 if now - window_start >= tonumber(ARGV[5]) then failures = 0 end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+-- The same attempt again (a retry after its reply was lost): admitted once.
+if redis.call('ZSCORE', KEYS[2], ARGV[2]) then return 'admitted' end
 if failures + redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return 'wait' end
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[3]), ARGV[2])
 grow(KEYS[2], tonumber(ARGV[3]))
