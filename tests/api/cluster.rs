@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{USER_PASSWORD, json, spawn_app_with, str_of};
+use crate::helpers::{TestApp, USER_PASSWORD, json, spawn_app_with, str_of};
 
 /// A free port for a cluster node: its cluster bus port (port + 10000) must
 /// be free too, and below 65536, which the kernel's ephemeral ports often
@@ -351,6 +351,24 @@ impl Drop for Cluster {
     }
 }
 
+/// A cluster of its own and latchkey on it (PostgreSQL from
+/// `LATCHKEY_TEST_DATABASE_URL`), under a fresh key prefix, with the given
+/// store timeout: (cluster, prefix, app).
+async fn cluster_and_app(store_timeout_ms: u64) -> (Cluster, String, TestApp) {
+    crate::helpers::required_env("LATCHKEY_TEST_DATABASE_URL");
+    let cluster = tokio::task::spawn_blocking(Cluster::start)
+        .await
+        .expect("cluster");
+    let prefix = format!("lk-test-{}", uuid::Uuid::new_v4().simple());
+    let app = spawn_app_with(|c| {
+        c.redis_url = Some(cluster.url());
+        c.redis_key_prefix = prefix.clone();
+        c.store_timeout_ms = store_timeout_ms;
+    })
+    .await;
+    (cluster, prefix, app)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Phase {
     Before,
@@ -436,17 +454,7 @@ async fn client(
 #[tokio::test]
 #[ignore = "needs PostgreSQL and redis-server: run with --include-ignored and LATCHKEY_TEST_DATABASE_URL"]
 async fn a_master_failing_over_under_load_fails_closed_and_recovers() {
-    crate::helpers::required_env("LATCHKEY_TEST_DATABASE_URL");
-    let cluster = tokio::task::spawn_blocking(Cluster::start)
-        .await
-        .expect("cluster");
-    let prefix = format!("lk-test-{}", uuid::Uuid::new_v4().simple());
-    let app = spawn_app_with(|c| {
-        c.redis_url = Some(cluster.url());
-        c.redis_key_prefix = prefix.clone();
-        c.store_timeout_ms = 300;
-    })
-    .await;
+    let (cluster, prefix, app) = cluster_and_app(300).await;
     let admin = app.admin_token().await;
     let t = crate::helpers::slug("fo");
     app.create_tenant(&admin, &t, json!({})).await;
@@ -701,17 +709,7 @@ fn subscribed_nodes(cluster: &Cluster, channel: &str, alive: &[u16]) -> Vec<u16>
 #[tokio::test]
 #[ignore = "needs PostgreSQL and redis-server: run with --include-ignored and LATCHKEY_TEST_DATABASE_URL"]
 async fn the_change_bus_moves_to_another_node_when_its_node_fails() {
-    crate::helpers::required_env("LATCHKEY_TEST_DATABASE_URL");
-    let cluster = tokio::task::spawn_blocking(Cluster::start)
-        .await
-        .expect("cluster");
-    let prefix = format!("lk-test-{}", uuid::Uuid::new_v4().simple());
-    let _app = spawn_app_with(|c| {
-        c.redis_url = Some(cluster.url());
-        c.redis_key_prefix = prefix.clone();
-        c.store_timeout_ms = 300;
-    })
-    .await;
+    let (cluster, prefix, _app) = cluster_and_app(300).await;
     let channel = format!("{prefix}:changes");
     let all = cluster.ports.clone();
     // The test runs on one thread: waits must let the listener run.
@@ -748,17 +746,7 @@ async fn the_change_bus_moves_to_another_node_when_its_node_fails() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL and redis-server: run with --include-ignored and LATCHKEY_TEST_DATABASE_URL"]
 async fn a_revocation_is_answered_once_a_replica_holds_it_and_survives_the_failover() {
-    crate::helpers::required_env("LATCHKEY_TEST_DATABASE_URL");
-    let cluster = tokio::task::spawn_blocking(Cluster::start)
-        .await
-        .expect("cluster");
-    let prefix = format!("lk-test-{}", uuid::Uuid::new_v4().simple());
-    let app = spawn_app_with(|c| {
-        c.redis_url = Some(cluster.url());
-        c.redis_key_prefix = prefix.clone();
-        c.store_timeout_ms = 1000;
-    })
-    .await;
+    let (cluster, prefix, app) = cluster_and_app(1000).await;
     let admin = app.admin_token().await;
     let t = crate::helpers::slug("rv");
     app.create_tenant(&admin, &t, json!({})).await;

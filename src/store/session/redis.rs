@@ -133,8 +133,8 @@ impl LuaCall<'_> {
         self
     }
 
-    /// The run as `EVAL` with the script's body: for a pipeline, where a
-    /// `NOSCRIPT` answer could not be followed up.
+    /// The run as `EVAL` with the script's body: after `NOSCRIPT`, and in a
+    /// pipeline, where a `NOSCRIPT` answer could not be followed up.
     fn eval(&self) -> redis::Cmd {
         self.command("EVAL", &self.lua.body)
     }
@@ -157,7 +157,7 @@ impl LuaCall<'_> {
             .await
         {
             Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
-                self.command("EVAL", &self.lua.body).query_async(conn).await
+                self.eval().query_async(conn).await
             }
             other => other,
         }
@@ -185,7 +185,6 @@ impl Topology {
         // Never echoes a URL: it may hold a password.
         let check = |node: &str| {
             node.into_connection_info()
-                .map(|_| ())
                 .map_err(|_| "is not a valid Redis URL".to_owned())
         };
         let cluster_scheme = [
@@ -230,11 +229,7 @@ impl Topology {
                 if !(node.starts_with("redis://") || node.starts_with("rediss://")) {
                     return Err("lists a node that is not a redis:// URL".to_owned());
                 }
-                check(node)?;
-                let info = node
-                    .as_str()
-                    .into_connection_info()
-                    .map_err(|_| "is not a valid Redis URL".to_owned())?;
+                let info = check(node)?;
                 let these = (
                     info.redis_settings().username().map(str::to_owned),
                     info.redis_settings().password().map(str::to_owned),
@@ -302,6 +297,11 @@ impl ConnectionLike for Conn {
             Conn::Cluster(c) => c.get_db(),
         }
     }
+}
+
+/// On a cluster: the master serving `key`'s slot.
+fn master_of(key: &str) -> SingleNodeRoutingInfo {
+    SingleNodeRoutingInfo::SpecificNode(Route::with_key(key, SlotAddr::Master))
 }
 
 /// Sessions and tokens in Redis (one node or a cluster), shared by every
@@ -445,27 +445,14 @@ impl RedisStore {
         cmd: redis::Cmd,
         slot_key: &str,
     ) -> Result<T, StoreError> {
-        self.on_node_of(&self.conn, op, cmd, slot_key).await
-    }
-
-    /// [`Self::on_tenant_node`] over a given connection.
-    async fn on_node_of<T: FromRedisValue>(
-        &self,
-        conn: &Conn,
-        op: &'static str,
-        cmd: redis::Cmd,
-        slot_key: &str,
-    ) -> Result<T, StoreError> {
-        match conn {
+        match &self.conn {
             Conn::Single(c) => {
                 let mut c = c.clone();
                 self.call(op, cmd.query_async(&mut c)).await
             }
             Conn::Cluster(c) => {
                 let mut c = c.clone();
-                let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
-                    Route::with_key(slot_key, SlotAddr::Master),
-                ));
+                let routing = RoutingInfo::SingleNode(master_of(slot_key));
                 let value = self.call(op, c.route_command(cmd, routing)).await?;
                 T::from_redis_value(value).map_err(unavailable)
             }
@@ -551,11 +538,8 @@ impl RedisStore {
             match self.revocations.clone() {
                 Conn::Single(mut c) => pipe.query_async::<Vec<redis::Value>>(&mut c).await,
                 Conn::Cluster(mut c) => {
-                    let route = SingleNodeRoutingInfo::SpecificNode(Route::with_key(
-                        slot_key,
-                        SlotAddr::Master,
-                    ));
-                    c.route_pipeline(pipe.clone(), 0, count, route).await
+                    c.route_pipeline(pipe.clone(), 0, count, master_of(slot_key))
+                        .await
                 }
             }
         };
