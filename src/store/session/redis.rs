@@ -230,6 +230,9 @@ impl Topology {
                     return Err("lists a node that is not a redis:// URL".to_owned());
                 }
                 let info = check(node)?;
+                if info.redis_settings().db() != 0 {
+                    return Err("names a database (a cluster has only database 0)".to_owned());
+                }
                 let these = (
                     info.redis_settings().username().map(str::to_owned),
                     info.redis_settings().password().map(str::to_owned),
@@ -1424,6 +1427,7 @@ mod topology_tests {
             "redis+cluster://:secret@a:7000?protocol=resp3",
             "redis://:secret@a:7000,redis://:other@b:7001",
             "redis://:secret@a:7000,rediss://:secret@b:7001",
+            "redis://:secret@a:7000/2,redis://:secret@b:7001/2",
         ] {
             let e = Topology::parse(bad).expect_err(bad);
             assert!(!e.contains("secret"), "{bad}: {e}");
